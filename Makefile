@@ -1,0 +1,39 @@
+SHELL := /bin/bash
+# LogLine. On a fresh machine: `make run` (a private dev server) and
+# `make test` (everything). Needs Go and PostgreSQL server binaries
+# (Debian: apt-get install postgresql); nothing else.
+
+GO       ?= go
+GOFLAGS  ?=
+PKGS     ?= ./...
+TESTTIME ?= 30m
+
+.PHONY: run test bench lint build pg
+
+## run: private PostgreSQL under .logline/, migrate, and serve (logline dev)
+run: pg
+	$(GO) run ./cmd/logline dev
+
+## test: every test, against private PostgreSQL servers the tests start
+test: pg
+	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TESTTIME) $(PKGS)
+
+## bench: every benchmark; each prints BENCH lines (ours vs baseline)
+bench: pg
+	$(GO) test $(GOFLAGS) -run '^$$' -bench . -benchtime 1x -timeout 60m $(PKGS) | tee .bench.out | grep -E '^(BENCH|ok|FAIL|---)' ; \
+		test $${PIPESTATUS[0]} -eq 0
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## build: the logline binary in ./bin
+build:
+	$(GO) build -o bin/logline ./cmd/logline
+
+# pg: PostgreSQL server binaries must be on this machine (tests and `make run`
+# start private servers from them). Installs them on Debian-family machines
+# when missing and we may (root).
+pg:
+	@tools/ensure-postgres

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/span"
+)
+
+// Exit codes (DESIGN §10).
+const (
+	exitOK     = 0
+	exitFailed = 1 // a check failed or a run ended in error
+	exitUsage  = 2 // bad usage or bad input
+)
+
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+// app is one invocation: its streams, environment and global flags.
+type app struct {
+	io          stdio
+	getenv      func(string) string
+	databaseURL string
+	tenant      string
+	user        string
+	json        bool
+}
+
+// usageError marks errors that are the caller's fault (exit 2).
+type usageError struct{ error }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// checkFailed marks a check that ran and failed (exit 1) after its findings
+// were printed.
+var errCheckFailed = errors.New("check failed")
+
+func run(ctx context.Context, args []string, sio stdio, getenv func(string) string) int {
+	a := &app{io: sio, getenv: getenv}
+	root := a.command()
+	root.SetArgs(args)
+	root.SetIn(sio.in)
+	root.SetOut(sio.out)
+	root.SetErr(sio.err)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	if !errors.Is(err, errCheckFailed) {
+		fmt.Fprintln(sio.err, "logline:", err)
+	}
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var ue usageError
+	var fe *span.FieldError
+	var ie *span.InputError
+	switch {
+	case errors.As(err, &ue), errors.As(err, &fe), errors.As(err, &ie),
+		errors.Is(err, ledger.ErrInvalid), errors.Is(err, ledger.ErrBadPrincipal):
+		return exitUsage
+	default:
+		return exitFailed
+	}
+}
+
+func (a *app) command() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "logline",
+		Short:         "LogLine: a WASM-sandboxed kernel host for a ledger-only backend",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.databaseURL, "database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
+	pf.StringVar(&a.tenant, "tenant", "", "tenant to act as (default $LOGLINE_TENANT)")
+	pf.StringVar(&a.user, "user", "", "user to act as (default $LOGLINE_USER)")
+	pf.BoolVar(&a.json, "json", false, "print machine-readable output")
+	root.AddCommand(a.migrateCmd(), a.keysCmd(), a.spansCmd(), a.verifyCmd(), a.devCmd())
+	return root
+}
+
+// dbURL is --database-url, else $DATABASE_URL.
+func (a *app) dbURL() (string, error) {
+	u := a.databaseURL
+	if u == "" {
+		u = a.getenv("DATABASE_URL")
+	}
+	if u == "" {
+		return "", usagef("no database: set DATABASE_URL or pass --database-url")
+	}
+	return u, nil
+}
+
+// principal is --tenant/--user, else $LOGLINE_TENANT/$LOGLINE_USER.
+func (a *app) principal() (ledger.Principal, error) {
+	t, u := a.tenant, a.user
+	if t == "" {
+		t = a.getenv("LOGLINE_TENANT")
+	}
+	if u == "" {
+		u = a.getenv("LOGLINE_USER")
+	}
+	if t == "" || u == "" {
+		return ledger.Principal{}, usagef("no principal: pass --tenant and --user (or set LOGLINE_TENANT and LOGLINE_USER)")
+	}
+	p := ledger.User(t, u)
+	if err := p.Validate(); err != nil {
+		return p, usageError{err}
+	}
+	return p, nil
+}
+
+// hasPrincipal reports whether a principal was given at all.
+func (a *app) hasPrincipal() bool {
+	return a.tenant != "" || a.user != "" || a.getenv("LOGLINE_TENANT") != "" || a.getenv("LOGLINE_USER") != ""
+}
+
+// open connects to the ledger, signing with keyFile when given.
+func (a *app) open(ctx context.Context, keyFile string) (*ledger.Ledger, error) {
+	u, err := a.dbURL()
+	if err != nil {
+		return nil, err
+	}
+	var opts []ledger.Option
+	if keyFile != "" {
+		k, err := span.LoadKey(keyFile)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		opts = append(opts, ledger.WithKey(k))
+	}
+	return ledger.Open(ctx, u, opts...)
+}
+
+// writeJSON prints v as one line of JSON.
+func (a *app) writeJSON(v any) error {
+	enc := json.NewEncoder(a.io.out)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+func (a *app) printf(format string, args ...any) { fmt.Fprintf(a.io.out, format, args...) }

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/span"
+)
+
+func (a *app) spansCmd() *cobra.Command {
+	spans := &cobra.Command{Use: "spans", Short: "Sign, append, list and read spans"}
+	spans.AddCommand(a.spansSignCmd(), a.spansAppendCmd(), a.spansListCmd(), a.spansGetCmd())
+	return spans
+}
+
+func (a *app) spansSignCmd() *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "sign --key FILE",
+		Short: "Offline: JSON/NDJSON spans on stdin -> the same spans with at (if absent), curr_hash, signature, public_key",
+		Long: `Signs spans without a database. Fields the ledger would fill are filled first so the
+signature survives the append: tenant_id and owner_id from --tenant/--user when absent,
+visibility (private) when absent, a new id when absent. A span with seq > 0 must carry
+its prev_hash (the curr_hash of seq-1), which an offline signer cannot look up.`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if keyFile == "" {
+				return usagef("spans sign: --key FILE is required")
+			}
+			k, err := span.LoadKey(keyFile)
+			if err != nil {
+				return usageError{err}
+			}
+			in, err := span.Decode(a.io.in)
+			if err != nil {
+				return err
+			}
+			p, err := a.signer(in)
+			if err != nil {
+				return err
+			}
+			now := span.FormatTime(time.Now())
+			for i := range in {
+				s := &in[i]
+				if err := ledger.Fill(p, s, now); err != nil {
+					return usagef("span %d: %w", i+1, err)
+				}
+				if s.Seq > 0 && s.PrevHash == "" {
+					return usagef("span %d: seq %d needs prev_hash (the curr_hash of seq %d)", i+1, s.Seq, s.Seq-1)
+				}
+				if err := s.ValidateComplete(); err != nil {
+					return usagef("span %d: %w", i+1, err)
+				}
+				if err := k.Seal(s); err != nil {
+					return err
+				}
+			}
+			for i := range in {
+				if err := a.writeJSON(&in[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "Ed25519 key file (from logline keys gen)")
+	return cmd
+}
+
+// signer is the principal an offline signature is made for: the flags when
+// given, else the tenant and owner the spans name themselves.
+func (a *app) signer(in []span.Span) (ledger.Principal, error) {
+	if a.hasPrincipal() {
+		return a.principal()
+	}
+	p := ledger.User(in[0].TenantID, in[0].OwnerID)
+	if err := p.Validate(); err != nil {
+		return p, usagef("spans without tenant_id and owner_id need --tenant and --user")
+	}
+	return p, nil
+}
+
+func (a *app) spansAppendCmd() *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "append [--key FILE]",
+		Short: "JSON/NDJSON spans on stdin -> stored spans on stdout (one transaction)",
+		Long: `Appends spans as one transaction: all or none. Signed spans (from logline spans sign)
+are stored as signed after their proofs are checked; other spans are sealed by the host
+(at, prev_hash, curr_hash, and with --key or $LOGLINE_KEY_FILE a signature).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := a.principal()
+			if err != nil {
+				return err
+			}
+			in, err := span.Decode(a.io.in)
+			if err != nil {
+				return err
+			}
+			if keyFile == "" {
+				keyFile = a.getenv("LOGLINE_KEY_FILE")
+			}
+			l, err := a.open(cmd.Context(), keyFile)
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			out, err := l.Append(cmd.Context(), p, in...)
+			if err != nil {
+				return err
+			}
+			for i := range out {
+				if err := a.writeJSON(&out[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "node key file to sign with (default $LOGLINE_KEY_FILE)")
+	return cmd
+}
+
+func (a *app) spansListCmd() *cobra.Command {
+	var f ledger.Filter
+	var after, since string
+	var newest bool
+	cmd := &cobra.Command{
+		Use:   "list [--entity-type T] [--status S] [--limit N]",
+		Short: "List spans visible to the principal, oldest first (or --newest first)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := a.principal()
+			if err != nil {
+				return err
+			}
+			c, err := ledger.ParseCursor(after)
+			if err != nil {
+				return usageError{err}
+			}
+			if newest {
+				f.Desc, f.Before = true, c
+			} else {
+				f.After = c
+			}
+			if since != "" {
+				if f.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
+					return usagef("--since %q: want an RFC 3339 time", since)
+				}
+			}
+			l, err := a.open(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			page, err := l.Query(cmd.Context(), p, f)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				type item struct {
+					Cursor string     `json:"cursor"`
+					Span   *span.Span `json:"span"`
+				}
+				out := struct {
+					Items []item `json:"items"`
+					Next  string `json:"next"`
+				}{Items: []item{}, Next: page.Next.String()}
+				for i := range page.Items {
+					out.Items = append(out.Items, item{page.Items[i].Cursor.String(), &page.Items[i].Span})
+				}
+				return a.writeJSON(out)
+			}
+			for _, it := range page.Items {
+				s := it.Span
+				a.printf("%s  %s  seq=%d  %-12s %-10s %s\n", s.At, s.ID, s.Seq, s.EntityType, s.Status, s.Name)
+			}
+			if len(page.Items) == 0 {
+				a.printf("(no spans)\n")
+			}
+			if len(page.Items) == effectiveLimit(f.Limit) {
+				a.printf("more: --after %s\n", page.Next)
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.EntityType, "entity-type", "", "only this entity_type")
+	fl.StringVar(&f.Status, "status", "", "only this status")
+	fl.StringVar(&f.Visibility, "visibility", "", "only private, tenant or public")
+	fl.StringVar(&f.TraceID, "trace-id", "", "only this trace_id")
+	fl.StringVar(&f.ParentID, "parent-id", "", "only children of this span id")
+	fl.StringVar(&since, "since", "", "only spans at or after this RFC 3339 time")
+	fl.IntVar(&f.Limit, "limit", ledger.DefaultLimit, "page size (at most 1000)")
+	fl.StringVar(&after, "after", "", "continue from this cursor (printed as 'more:' or next)")
+	fl.BoolVar(&newest, "newest", false, "newest first")
+	return cmd
+}
+
+func effectiveLimit(n int) int {
+	if n == 0 {
+		return ledger.DefaultLimit
+	}
+	return n
+}
+
+func (a *app) spansGetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get ID",
+		Short: "Print every version of a span, oldest first (NDJSON)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("spans get takes exactly one span id")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := a.principal()
+			if err != nil {
+				return err
+			}
+			l, err := a.open(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			versions, err := l.Get(cmd.Context(), p, args[0])
+			if err != nil {
+				return err
+			}
+			for i := range versions {
+				if err := a.writeJSON(&versions[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,250 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/logline/logline/host/span"
+)
+
+// MaxBatch bounds one Append: a batch is one transaction, and a huge one
+// holds locks and memory for too long.
+const MaxBatch = 1000
+
+// Append stores spans in one transaction — all of them or none — and returns
+// them as stored.
+//
+// The principal decides tenant_id and owner_id (filled in when absent,
+// refused when they name someone else; only a service principal may write for
+// another owner of its tenant). A span without an id gets a fresh one at seq
+// 0; a span with seq n > 0 must be the next version of its id (optimistic
+// concurrency: ErrSeqConflict when someone else got there first).
+//
+// A span that arrives signed (signature and public_key set, as `logline spans
+// sign` makes them) is stored exactly as signed after its hash and signature
+// are checked. Any other span is sealed by the host: at is stamped now,
+// prev_hash is linked to the previous version, and curr_hash and, with a
+// node key, signature and public_key are computed.
+func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([]span.Span, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if p.Kind == KindSystem {
+		return nil, fmt.Errorf("%w: the system principal is read-only", ErrForbidden)
+	}
+	if len(spans) == 0 {
+		return nil, fmt.Errorf("%w: no spans to append", ErrInvalid)
+	}
+	if len(spans) > MaxBatch {
+		return nil, fmt.Errorf("%w: %d spans in one batch, at most %d", ErrInvalid, len(spans), MaxBatch)
+	}
+	out := make([]span.Span, len(spans))
+	copy(out, spans)
+	now := span.FormatTime(l.now())
+
+	// Pass 1: fill what the host decides, validate, and note which
+	// previous versions must be looked up.
+	type ref struct {
+		id  string
+		seq int32
+	}
+	var lookups []ref
+	inBatch := map[ref]int{} // (id, seq) -> index, to chain versions within the batch
+	dependent := false
+	for i := range out {
+		s := &out[i]
+		if err := l.prepare(p, s, now); err != nil {
+			return nil, withIndex(i, len(out), err)
+		}
+		k := ref{s.ID, s.Seq}
+		if _, dup := inBatch[k]; dup {
+			return nil, withIndex(i, len(out), fmt.Errorf("%w: span %s seq %d appears twice in the batch", ErrSeqConflict, s.ID, s.Seq))
+		}
+		inBatch[k] = i
+		if s.Seq > 0 && s.Signature == "" {
+			if _, ok := inBatch[ref{s.ID, s.Seq - 1}]; ok {
+				dependent = true
+			} else {
+				lookups = append(lookups, ref{s.ID, s.Seq - 1})
+			}
+		}
+	}
+
+	// Pass 2: fetch the hashes of previous versions in one round trip.
+	prev := map[ref]string{}
+	if len(lookups) > 0 {
+		ids := make([]string, len(lookups))
+		seqs := make([]int32, len(lookups))
+		for i, r := range lookups {
+			ids[i], seqs[i] = r.id, r.seq
+		}
+		b, _ := l.batch(p)
+		b.Queue(`SELECT u.id::text, u.seq, r.curr_hash
+			FROM unnest($1::uuid[], $2::int[]) AS u(id, seq)
+			JOIN ledger.universal_registry r ON r.id = u.id AND r.seq = u.seq`, ids, seqs).
+			Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					var r ref
+					var h string
+					if err := rows.Scan(&r.id, &r.seq, &h); err != nil {
+						return err
+					}
+					prev[r] = h
+				}
+				return rows.Err()
+			})
+		if err := l.send(ctx, b); err != nil {
+			return nil, fmt.Errorf("error reading previous versions: %w", err)
+		}
+		for _, r := range lookups {
+			if _, ok := prev[r]; !ok {
+				i := inBatch[ref{r.id, r.seq + 1}]
+				return nil, withIndex(i, len(out), fmt.Errorf("%w: span %s seq %d: no version seq %d visible to %s", ErrSeqConflict, r.id, r.seq+1, r.seq, p))
+			}
+		}
+	}
+
+	// Pass 3: seal. Versions chained inside the batch must be sealed in
+	// order; otherwise signing (the costly part) is spread over the cores.
+	seal := func(i int) error {
+		s := &out[i]
+		if s.Signature != "" {
+			if err := span.Verify(s); err != nil {
+				return withIndex(i, len(out), fmt.Errorf("%w: %w", ErrInvalid, err))
+			}
+			return nil
+		}
+		if s.Seq > 0 {
+			if j, ok := inBatch[ref{s.ID, s.Seq - 1}]; ok {
+				s.PrevHash = out[j].CurrHash
+			} else {
+				s.PrevHash = prev[ref{s.ID, s.Seq - 1}]
+			}
+		}
+		if l.key != nil {
+			return l.key.Seal(s)
+		}
+		h, err := s.Hash()
+		s.CurrHash = h
+		return err
+	}
+	if err := forEach(len(out), !dependent, seal); err != nil {
+		return nil, err
+	}
+
+	// Pass 4: insert, one round trip, one implicit transaction.
+	b, _ := l.batch(p)
+	for i := range out {
+		at, err := span.ParseTime(out[i].At)
+		if err != nil {
+			return nil, withIndex(i, len(out), fmt.Errorf("%w: at: %w", ErrInvalid, err))
+		}
+		b.Queue(insertSpan, insertArgs(&out[i], at)...)
+	}
+	if err := l.send(ctx, b); err != nil {
+		if len(out) == 1 {
+			return nil, fmt.Errorf("error appending span %s seq %d: %w", out[0].ID, out[0].Seq, err)
+		}
+		return nil, fmt.Errorf("error appending %d spans (none written): %w", len(out), err)
+	}
+	return out, nil
+}
+
+// prepare readies one span of an Append: unsigned spans lose whatever
+// proofs they carry (the host seals them), then Fill and validation.
+func (l *Ledger) prepare(p Principal, s *span.Span, now string) error {
+	if s.Signature == "" {
+		s.At, s.PrevHash, s.CurrHash, s.PublicKey = "", "", "", ""
+	}
+	if err := Fill(p, s, now); err != nil {
+		return err
+	}
+	if err := s.ValidateComplete(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if s.Signature != "" && (s.CurrHash == "" || (s.Seq > 0) != (s.PrevHash != "")) {
+		return fmt.Errorf("%w: a signed span must carry curr_hash and, for seq > 0, prev_hash", ErrInvalid)
+	}
+	return nil
+}
+
+// Fill sets the fields the host decides before a span is sealed, exactly as
+// Append will store them, so that a span sealed offline (logline spans sign)
+// hashes the same once stored: tenant_id and owner_id from the principal
+// (refusing values that name someone else; a service principal may write for
+// any owner of its tenant), the default visibility, a new id (UUIDv7, seq 0)
+// when there is none, and at = now when absent.
+func Fill(p Principal, s *span.Span, now string) error {
+	if s.TenantID == "" {
+		s.TenantID = p.Tenant
+	} else if s.TenantID != p.Tenant {
+		return fmt.Errorf("%w: tenant_id %q is not the principal's tenant %q", ErrForbidden, s.TenantID, p.Tenant)
+	}
+	if s.OwnerID == "" {
+		s.OwnerID = p.User
+	} else if s.OwnerID != p.User && p.Kind != KindService {
+		return fmt.Errorf("%w: owner_id %q: a user may only write spans it owns", ErrForbidden, s.OwnerID)
+	}
+	if s.Visibility == "" {
+		s.Visibility = span.DefaultVisibility
+	}
+	if s.ID == "" {
+		if s.Seq != 0 {
+			return fmt.Errorf("%w: seq %d without an id (a new id starts at seq 0)", ErrInvalid, s.Seq)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		s.ID = id.String()
+	}
+	if s.At == "" {
+		s.At = now
+	}
+	return nil
+}
+
+// forEach runs fn(0..n-1), spread over the cores when parallel is set and n
+// is large enough to pay for it; it returns the first error by index.
+func forEach(n int, parallel bool, fn func(int) error) error {
+	workers := runtime.GOMAXPROCS(0)
+	if !parallel || n < 16 || workers < 2 {
+		for i := 0; i < n; i++ {
+			if err := fn(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				errs[i] = fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// withIndex names the span of a batch an error is about.
+func withIndex(i, n int, err error) error {
+	if n == 1 {
+		return err
+	}
+	return fmt.Errorf("span %d of %d: %w", i+1, n, err)
+}

@@ -1,0 +1,119 @@
+package ledger
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/logline/logline/host/span"
+)
+
+// The span columns, in one order shared by INSERT and SELECT, then the
+// commit-safe cursor (storage only, never part of a span).
+var (
+	spanCols = []string{"id", "seq", "entity_type", "who", "did", `"this"`, "at", "parent_id", "related_to",
+		"owner_id", "tenant_id", "visibility", "status", "is_deleted", "name", "description", "code", "language",
+		"runtime", "input", "output", "error", "duration_ms", "trace_id", "prev_hash", "curr_hash", "signature",
+		"public_key", "metadata"}
+	selectCols = append(append([]string{}, spanCols...), "tx_id::text", "ord")
+
+	selectColumns = strings.Join(selectCols, ", ")
+	insertSpan    = `INSERT INTO ledger.universal_registry (` + strings.Join(spanCols, ", ") + `) VALUES (` + placeholders(len(spanCols)) + `)`
+)
+
+// prefixed qualifies the select columns with a table alias.
+func prefixed(alias string) string {
+	return alias + strings.Join(selectCols, ", "+alias)
+}
+
+func placeholders(n int) string {
+	p := make([]string, n)
+	for i := range p {
+		p[i] = "$" + strconv.Itoa(i+1)
+	}
+	return strings.Join(p, ", ")
+}
+
+// insertArgs lists s's values in spanColumns order; absent optional fields
+// become NULL.
+func insertArgs(s *span.Span, at time.Time) []any {
+	return []any{
+		s.ID, s.Seq, s.EntityType, s.Who, str(s.Did), s.This, at, str(s.ParentID), uuids(s.RelatedTo),
+		s.OwnerID, s.TenantID, s.Visibility, str(s.Status), s.IsDeleted, str(s.Name), str(s.Description),
+		str(s.Code), str(s.Language), str(s.Runtime), raw(s.Input), raw(s.Output), raw(s.Error),
+		s.DurationMs, str(s.TraceID), str(s.PrevHash), s.CurrHash, str(s.Signature), str(s.PublicKey),
+		raw(s.Metadata),
+	}
+}
+
+func str(v string) any {
+	if v == "" {
+		return nil
+	}
+	return v
+}
+
+func raw(v json.RawMessage) any {
+	if len(v) == 0 {
+		return nil
+	}
+	return string(v)
+}
+
+func uuids(v []string) any {
+	if v == nil {
+		return nil
+	}
+	return v
+}
+
+// Item is a stored span with its position in the ledger.
+type Item struct {
+	Span   span.Span
+	Cursor Cursor
+}
+
+// scanItem reads one row of selectColumns.
+func scanItem(row pgx.Row) (Item, error) {
+	var (
+		it                                                   Item
+		s                                                    = &it.Span
+		did, parent, owner, tenant, status, name, desc, code *string
+		lang, runtime, trace, prev, sig, pub                 *string
+		input, output, errv, meta                            []byte
+		at                                                   time.Time
+		txid                                                 string
+	)
+	err := row.Scan(&s.ID, &s.Seq, &s.EntityType, &s.Who, &did, &s.This, &at, &parent, &s.RelatedTo,
+		&owner, &tenant, &s.Visibility, &status, &s.IsDeleted, &name, &desc, &code, &lang, &runtime,
+		&input, &output, &errv, &s.DurationMs, &trace, &prev, &s.CurrHash, &sig, &pub, &meta,
+		&txid, &it.Cursor.Ord)
+	if err != nil {
+		return it, err
+	}
+	s.At = span.FormatTime(at)
+	s.Did, s.ParentID, s.OwnerID, s.TenantID = deref(did), deref(parent), deref(owner), deref(tenant)
+	s.Status, s.Name, s.Description, s.Code = deref(status), deref(name), deref(desc), deref(code)
+	s.Language, s.Runtime, s.TraceID = deref(lang), deref(runtime), deref(trace)
+	s.PrevHash, s.Signature, s.PublicKey = deref(prev), deref(sig), deref(pub)
+	s.Input, s.Output, s.Error, s.Metadata = rawOrNil(input), rawOrNil(output), rawOrNil(errv), rawOrNil(meta)
+	it.Cursor.Tx, err = parseUint(txid)
+	return it, err
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+func rawOrNil(b []byte) json.RawMessage {
+	if b == nil {
+		return nil
+	}
+	return json.RawMessage(b)
+}

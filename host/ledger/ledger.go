@@ -1,0 +1,131 @@
+// Package ledger is the span store: the append-only ledger.universal_registry
+// table on PostgreSQL, reached through a pgx pool.
+//
+// Every operation runs in one transaction under a Principal, as the serving
+// role (logline_app), so row-level security applies whoever the pool's login
+// user is. The role and the principal are set with transaction-local
+// set_config at the start of each transaction and vanish at its end, so a
+// pooled connection never carries a principal into the next transaction.
+//
+// It imports host/span and pgx; it knows nothing of HTTP or the sandbox.
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/logline/logline/host/span"
+)
+
+// ServingRole is the Postgres role every statement of the host runs as. It is
+// not superuser, not the table owner and not BYPASSRLS (migrations/001).
+const ServingRole = "logline_app"
+
+// Ledger is a handle on the span store. It is safe for concurrent use.
+type Ledger struct {
+	pool *pgxpool.Pool
+	key  *span.Key
+	now  func() time.Time
+	own  bool // the pool was opened by Open and is closed by Close
+}
+
+// Option configures a Ledger.
+type Option func(*Ledger)
+
+// WithKey makes Append sign the spans it seals with k (the node key).
+// Without it, spans that arrive unsigned are stored with their hash only.
+func WithKey(k *span.Key) Option { return func(l *Ledger) { l.key = k } }
+
+// WithClock replaces the clock that stamps `at`, for deterministic tests.
+func WithClock(now func() time.Time) Option { return func(l *Ledger) { l.now = now } }
+
+// New wraps an existing pool. Close does not close it.
+func New(pool *pgxpool.Pool, opts ...Option) *Ledger {
+	l := &Ledger{pool: pool, now: time.Now}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
+
+// Open connects a pool to databaseURL and wraps it.
+func Open(ctx context.Context, databaseURL string, opts ...Option) (*Ledger, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("error parsing database URL: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("error connecting to the database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("error connecting to the database: %w", err)
+	}
+	l := New(pool, opts...)
+	l.own = true
+	return l, nil
+}
+
+// Close releases the pool if Open made it.
+func (l *Ledger) Close() {
+	if l.own {
+		l.pool.Close()
+	}
+}
+
+// Pool exposes the pool for packages that run their own principal-scoped
+// statements through Exec (host internals only).
+func (l *Ledger) Pool() *pgxpool.Pool { return l.pool }
+
+// Key returns the node key, or nil.
+func (l *Ledger) Key() *span.Key { return l.key }
+
+// setPrincipal is the first statement of every transaction. The role comes
+// first in the select list, so the remaining settings and every later
+// statement run as the serving role. is_local=true scopes all four to the
+// transaction.
+const setPrincipal = `SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true),
+	set_config('app.user_id', $3, true), set_config('app.kind', $4, true)`
+
+// batch starts a pipelined batch whose first statement sets the principal.
+// A batch is sent in one round trip and, having no explicit BEGIN, runs as a
+// single implicit transaction: all of it commits or none of it does, and the
+// local settings end with it.
+func (l *Ledger) batch(p Principal) (*pgx.Batch, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	b := &pgx.Batch{}
+	b.Queue(setPrincipal, ServingRole, p.Tenant, p.User, string(p.Kind))
+	return b, nil
+}
+
+// send runs a batch built by batch and maps database errors to ours.
+func (l *Ledger) send(ctx context.Context, b *pgx.Batch) error {
+	return mapError(l.pool.SendBatch(ctx, b).Close())
+}
+
+// InTx runs fn in a transaction under p as the serving role, for callers that
+// need several dependent statements (reads that must see one snapshot).
+func (l *Ledger) InTx(ctx context.Context, p Principal, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	tx, err := l.pool.BeginTx(ctx, opts)
+	if err != nil {
+		return mapError(err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, setPrincipal, ServingRole, p.Tenant, p.User, string(p.Kind)); err != nil {
+		return mapError(err)
+	}
+	if err := fn(tx); err != nil {
+		return mapError(err)
+	}
+	return mapError(tx.Commit(ctx))
+}
