@@ -7,7 +7,6 @@ import (
 )
 
 func (a *app) keysCmd() *cobra.Command {
-	keys := &cobra.Command{Use: "keys", Short: "Manage Ed25519 signing keys"}
 	var out string
 	gen := &cobra.Command{
 		Use:   "gen --out FILE",
@@ -32,6 +31,5 @@ func (a *app) keysCmd() *cobra.Command {
 		},
 	}
 	gen.Flags().StringVar(&out, "out", "", "file to write the private key seed to (must not exist)")
-	keys.AddCommand(gen)
-	return keys
+	return group("keys", "Manage Ed25519 signing keys", gen)
 }

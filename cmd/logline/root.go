@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -67,7 +68,9 @@ func exitCode(err error) int {
 	var ie *span.InputError
 	switch {
 	case errors.As(err, &ue), errors.As(err, &fe), errors.As(err, &ie),
-		errors.Is(err, ledger.ErrInvalid), errors.Is(err, ledger.ErrBadPrincipal):
+		errors.Is(err, ledger.ErrInvalid), errors.Is(err, ledger.ErrBadPrincipal),
+		// cobra reports unknown commands as plain errors
+		strings.HasPrefix(err.Error(), "unknown command"):
 		return exitUsage
 	default:
 		return exitFailed
@@ -152,3 +155,21 @@ func (a *app) writeJSON(v any) error {
 }
 
 func (a *app) printf(format string, args ...any) { fmt.Fprintf(a.io.out, format, args...) }
+
+// group makes a command that only holds subcommands: run without one (or
+// with an unknown one) it is a usage error, not a silent help screen.
+func group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return usagef("%s needs a subcommand (see %s --help)", cmd.CommandPath(), cmd.CommandPath())
+		},
+	}
+	c.AddCommand(subs...)
+	return c
+}

@@ -10,9 +10,8 @@ import (
 )
 
 func (a *app) spansCmd() *cobra.Command {
-	spans := &cobra.Command{Use: "spans", Short: "Sign, append, list and read spans"}
-	spans.AddCommand(a.spansSignCmd(), a.spansAppendCmd(), a.spansListCmd(), a.spansGetCmd())
-	return spans
+	return group("spans", "Sign, append, list and read spans",
+		a.spansSignCmd(), a.spansAppendCmd(), a.spansListCmd(), a.spansGetCmd())
 }
 
 func (a *app) spansSignCmd() *cobra.Command {

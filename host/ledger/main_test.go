@@ -151,3 +151,12 @@ func ownerDatabase(t *testing.T) string {
 	u.User = url.UserPassword(role, "owner-pw")
 	return u.String()
 }
+
+// settle waits until every committed row is listable by a forward Query:
+// forward listings hold back rows of transactions younger than the oldest
+// one still running anywhere on the server (other tests' CREATE DATABASE
+// included), so a test that lists right after writing waits for that.
+func (b *testBundle) settle(t testing.TB) {
+	t.Helper()
+	require.NoError(t, b.ledger.Settle(context.Background()))
+}

@@ -197,3 +197,40 @@ func checkUUID(field, v string) error {
 	}
 	return nil
 }
+
+// Settle waits until every transaction that committed before the call is
+// behind the forward-listing horizon, so a forward Query started afterwards
+// sees all of them (read-your-writes for listings). It waits only as long as
+// the oldest write transaction still running on the server.
+func (l *Ledger) Settle(ctx context.Context) error {
+	var target string
+	if err := l.scalar(ctx, &target, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text`); err != nil {
+		return fmt.Errorf("error reading the snapshot: %w", err)
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var done bool
+		if err := l.scalar(ctx, &done, `SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::xid8`, target); err != nil {
+			return fmt.Errorf("error reading the snapshot: %w", err)
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// scalar runs a one-value query as the system principal.
+func (l *Ledger) scalar(ctx context.Context, dst any, q string, args ...any) error {
+	b, err := l.batch(System())
+	if err != nil {
+		return err
+	}
+	b.Queue(q, args...).QueryRow(func(r pgx.Row) error { return r.Scan(dst) })
+	return l.send(ctx, b)
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logline/logline/host/ledger"
+)
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var urlLine = regexp.MustCompile(`(?m)^DATABASE_URL=(\S+)$`)
+
+// startDev runs `logline dev` until the returned stop is called; it waits
+// for the DATABASE_URL line and returns it.
+func startDev(t *testing.T, env map[string]string, args ...string) (dbURL string, stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append([]string{"dev"}, args...), stdio{in: strings.NewReader(""), out: out, err: errb},
+			func(k string) string { return env[k] })
+	}()
+	deadline := time.After(90 * time.Second)
+	for {
+		if m := urlLine.FindStringSubmatch(out.String()); m != nil {
+			dbURL = m[1]
+			break
+		}
+		select {
+		case code := <-done:
+			cancel()
+			t.Fatalf("logline dev exited %d: %s %s", code, out.String(), errb.String())
+		case <-deadline:
+			cancel()
+			t.Fatalf("logline dev did not come up: %s %s", out.String(), errb.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return dbURL, func() int {
+		cancel()
+		select {
+		case code := <-done:
+			return code
+		case <-time.After(30 * time.Second):
+			t.Fatal("logline dev did not stop")
+			return -1
+		}
+	}
+}
+
+func TestDevWithPrivatePostgresReusesData(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	dbURL, stop := startDev(t, nil, "--data", data)
+	var info devInfo
+	raw, err := os.ReadFile(filepath.Join(data, "dev.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(raw, &info))
+	require.Equal(t, dbURL, info.DatabaseURL)
+
+	ctx := context.Background()
+	l, err := ledger.Open(ctx, dbURL)
+	require.NoError(t, err)
+	out, err := l.Append(ctx, ledger.User("acme", "alice"), spanFrom(t, okSpan))
+	l.Close()
+	require.NoError(t, err)
+	require.Equal(t, 0, stop())
+
+	// A second start reuses the data.
+	dbURL, stop = startDev(t, nil, "--data", data)
+	defer stop()
+	l, err = ledger.Open(ctx, dbURL)
+	require.NoError(t, err)
+	defer l.Close()
+	got, err := l.Latest(ctx, ledger.User("acme", "alice"), out[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, out[0].CurrHash, got.CurrHash)
+}
+
+func TestDevWithDatabaseURL(t *testing.T) {
+	t.Parallel()
+	url := testPG.TestDatabase(t, "dev")
+	data := t.TempDir()
+	got, stop := startDev(t, map[string]string{"DATABASE_URL": url}, "--data", data)
+	require.Equal(t, url, got)
+	require.FileExists(t, filepath.Join(data, "dev.json"))
+	require.NoDirExists(t, filepath.Join(data, "pg"), "no private server when DATABASE_URL is set")
+	require.Equal(t, 0, rowsAfterStop(t, url, stop))
+}
+
+// rowsAfterStop stops dev and counts rows: the schema exists (dev migrated).
+func rowsAfterStop(t *testing.T, url string, stop func() int) int {
+	require.Equal(t, 0, stop())
+	return rows(t, url)
+}
