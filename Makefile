@@ -11,8 +11,8 @@ TESTTIME ?= 30m
 .PHONY: run test bench lint build pg
 
 ## run: private PostgreSQL under .logline/, migrate, and serve (logline dev)
-run: pg
-	$(GO) run ./cmd/logline dev
+run: pg build
+	bin/logline dev
 
 ## test: every test, against private PostgreSQL servers the tests start
 test: pg
