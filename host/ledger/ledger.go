@@ -13,6 +13,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,6 +32,8 @@ type Ledger struct {
 	key  *span.Key
 	now  func() time.Time
 	own  bool // the pool was opened by Open and is closed by Close
+
+	guestOK atomic.Bool // GuestRole was seen unable to call set_config
 }
 
 // Option configures a Ledger.

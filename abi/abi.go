@@ -1,0 +1,165 @@
+// Package abi is the guest–host contract of LogLine, version 1, shared by the
+// host (host/sandbox) and Go guests (guests/sdk/go): the import module name,
+// the host function names, the result and error codes, the limits' defaults
+// and the JSON wire types that cross the boundary. ABI.md is its prose.
+//
+// It imports only the standard library, so GOOS=wasip1 guests can use it.
+package abi
+
+// Version is the ABI version a module is built against. A module may export
+// the i32 global `logline_abi_version`; when present it must equal Version.
+const Version = 1
+
+// Module is the import module every host function lives in.
+const Module = "logline"
+
+// Entry is the export a `wasm` module runs: no params, i32 result, 0 = ok.
+const Entry = "run"
+
+// Host function names in the `logline` module. Signatures (wasm types):
+//
+//	log(level i32, ptr i32, len i32) -> i32
+//	now() -> i64                                      unix nanoseconds, recorded
+//	random(ptr i32, len i32) -> i32                   fills with seeded bytes, recorded
+//	input(ptr i32, cap i32) -> i32                    copies the input, returns its full length
+//	output(ptr i32, len i32) -> i32                   sets the output (replaces any earlier)
+//	env(kptr i32, klen i32) -> i64                    result: the value (raw bytes)
+//	sql(ptr i32, len i32) -> i64                      SQLRequest -> result SQLResult
+//	insert_span(ptr i32, len i32) -> i64              span JSON -> result stored span JSON
+//	lock(kptr i32, klen i32, ttl_ms i32) -> i32       0 taken, ErrBusy held by someone else
+//	unlock(kptr i32, klen i32) -> i32
+//	exec(ptr i32, len i32) -> i64                     ExecRequest -> result ExecResult
+//	http(ptr i32, len i32) -> i64                     HTTPRequest -> result HTTPResponse
+//	blake3(ptr i32, len i32, out i32) -> i32          writes 32 bytes at out
+//	ed25519_verify(pub i32, msg i32, mlen i32, sig i32) -> i32   1 valid, 0 invalid
+//	result(ptr i32, cap i32) -> i32                   copies the pending result, returns its length
+//
+// Calls that return i64 leave their answer as the run's pending result and
+// return its length (>= 0), or a negative Err code; on a negative code the
+// pending result holds an Error as JSON. The guest then calls result() with a
+// buffer of at least that length. A later call replaces the pending result.
+const (
+	FnLog           = "log"
+	FnNow           = "now"
+	FnRandom        = "random"
+	FnInput         = "input"
+	FnOutput        = "output"
+	FnEnv           = "env"
+	FnSQL           = "sql"
+	FnInsertSpan    = "insert_span"
+	FnLock          = "lock"
+	FnUnlock        = "unlock"
+	FnExec          = "exec"
+	FnHTTP          = "http"
+	FnBlake3        = "blake3"
+	FnEd25519Verify = "ed25519_verify"
+	FnResult        = "result"
+)
+
+// Negative return codes of host functions. The pending result holds an
+// Error with the same code as text and a message.
+const (
+	ErrCapabilityDenied = -1 // the caller's tier may not use this function
+	ErrInvalid          = -2 // bad arguments: out-of-bounds pointer, malformed JSON, bad span
+	ErrNotFound         = -3 // no such span, env key, ...
+	ErrLimit            = -4 // a per-run limit (spans emitted, rows, bytes, host calls) would be exceeded
+	ErrFailed           = -5 // the operation ran and failed (SQL error, HTTP error, lock lost)
+	ErrBusy             = -6 // lock held by another run
+	ErrTimeout          = -7 // the host call's deadline passed
+)
+
+// Log levels for log().
+const (
+	LogDebug = 0
+	LogInfo  = 1
+	LogWarn  = 2
+	LogError = 3
+)
+
+// Error codes recorded on execution spans (error.code), DESIGN §5.
+const (
+	CodeFuelExhausted    = "fuel_exhausted"
+	CodeMemoryLimit      = "memory_limit"
+	CodeOutputLimit      = "output_limit"
+	CodeHostCallLimit    = "host_call_limit"
+	CodeTimeout          = "timeout"
+	CodeTrap             = "trap"
+	CodeGuestError       = "guest_error"
+	CodeForbiddenImport  = "forbidden_import"
+	CodeInvalidModule    = "invalid_module"
+	CodeHashMismatch     = "hash_mismatch"
+	CodeUnsigned         = "unsigned"
+	CodeNotAllowed       = "not_allowed"
+	CodeCapabilityDenied = "capability_denied"
+	CodeQuotaExceeded    = "quota_exceeded"
+)
+
+// Tier says what a run may do. The host enforces it on every call.
+type Tier string
+
+const (
+	// TierKernel: whitelisted by the manifest and verified; the full ABI.
+	TierKernel Tier = "kernel"
+	// TierPolicy: span in, actions out; pure (no sql, insert_span, lock,
+	// exec or http).
+	TierPolicy Tier = "policy"
+	// TierFunction: a user function, input in, output out; pure.
+	TierFunction Tier = "function"
+)
+
+// Pure reports whether the tier is limited to computation (log, now, random,
+// input, output, env, blake3, ed25519_verify, result).
+func (t Tier) Pure() bool { return t != TierKernel }
+
+// Error is the JSON of a failed host call's pending result and of an
+// execution span's error column.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// SQLRequest is one read-only, parameterised SELECT. The host wraps it: it
+// runs under the caller's principal, read-only, with a statement timeout
+// and caps on rows and bytes; it cannot change settings or roles or run a
+// second statement.
+type SQLRequest struct {
+	Query  string `json:"query"`
+	Params []any  `json:"params,omitempty"`
+}
+
+// SQLResult holds the rows as JSON objects keyed by column name.
+type SQLResult struct {
+	Rows      []map[string]any `json:"rows"`
+	Truncated bool             `json:"truncated,omitempty"`
+}
+
+// ExecRequest runs a function span (its latest seq) as a tier-2 sandbox.
+type ExecRequest struct {
+	SpanID string `json:"span_id"`
+	Input  any    `json:"input,omitempty"`
+}
+
+// ExecResult is the outcome of an exec.
+type ExecResult struct {
+	Status     string `json:"status"` // complete | error
+	Output     any    `json:"output,omitempty"`
+	Error      *Error `json:"error,omitempty"`
+	FuelUsed   int64  `json:"fuel_used"`
+	DurationMs int64  `json:"duration_ms"`
+}
+
+// HTTPRequest is an outbound request (kernels only; the URL must match the
+// allowlist of the manifest or the provider span).
+type HTTPRequest struct {
+	Method  string            `json:"method"`
+	URL     string            `json:"url"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Body    string            `json:"body,omitempty"`
+}
+
+// HTTPResponse is the reply, with the body capped.
+type HTTPResponse struct {
+	Status  int               `json:"status"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Body    string            `json:"body"`
+}
