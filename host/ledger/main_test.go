@@ -61,6 +61,13 @@ func setup(t testing.TB) *testBundle {
 	ctx := context.Background()
 	url, err := testServer.NewDatabase(ctx, "ledger", localpg.WithTemplate(template))
 	require.NoError(t, err)
+	return bundleFor(t, url)
+}
+
+// bundleFor wraps a migrated database.
+func bundleFor(t testing.TB, url string) *testBundle {
+	t.Helper()
+	ctx := context.Background()
 	key, err := span.GenerateKey()
 	require.NoError(t, err)
 	l, err := ledger.Open(ctx, url, ledger.WithKey(key))

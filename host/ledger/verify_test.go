@@ -72,3 +72,22 @@ func TestVerifyNamesTamperedSpans(t *testing.T) {
 	require.True(t, rep.OK())
 	require.Equal(t, 1, rep.Checked)
 }
+
+func TestVerifyRange(t *testing.T) {
+	t.Parallel()
+	b, ctx := setup(t), ctxT(t)
+	p := ledger.User("A", "alice")
+	for i := 0; i < 5; i++ {
+		_, err := b.ledger.Append(ctx, p, fn("r"))
+		require.NoError(t, err)
+	}
+	b.settle(t)
+	page, err := b.ledger.Query(ctx, p, ledger.Filter{})
+	require.NoError(t, err)
+	require.Len(t, page.Items, 5)
+	// (After, Until]: the 2nd, 3rd and 4th span.
+	rep, err := b.ledger.Verify(ctx, p, ledger.Scope{After: page.Items[0].Cursor, Until: page.Items[3].Cursor})
+	require.NoError(t, err)
+	require.True(t, rep.OK())
+	require.Equal(t, 3, rep.Checked)
+}
