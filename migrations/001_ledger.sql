@@ -221,9 +221,9 @@ CREATE POLICY ur_select ON ledger.universal_registry FOR SELECT USING (
 -- principal is read-only.
 DROP POLICY IF EXISTS ur_insert ON ledger.universal_registry;
 CREATE POLICY ur_insert ON ledger.universal_registry FOR INSERT WITH CHECK (
-  tenant_id = (SELECT app.current_tenant_id())
-  AND ((SELECT app.current_kind()) = 'user' AND owner_id = (SELECT app.current_user_id())
-       OR (SELECT app.current_kind()) = 'service')
+  tenant_id = app.current_tenant_id()
+  AND (app.current_kind() = 'user' AND owner_id = app.current_user_id()
+       OR app.current_kind() = 'service')
 );
 
 -- Views run with the caller's rights (security_invoker), so RLS applies.

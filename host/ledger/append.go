@@ -3,11 +3,10 @@ package ledger
 import (
 	"context"
 	"fmt"
-	"runtime"
-	"sync"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/logline/logline/host/span"
 )
@@ -55,7 +54,6 @@ func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([
 	}
 	var lookups []ref
 	inBatch := map[ref]int{} // (id, seq) -> index, to chain versions within the batch
-	dependent := false
 	for i := range out {
 		s := &out[i]
 		if err := l.prepare(p, s, now); err != nil {
@@ -67,9 +65,7 @@ func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([
 		}
 		inBatch[k] = i
 		if s.Seq > 0 && s.Signature == "" {
-			if _, ok := inBatch[ref{s.ID, s.Seq - 1}]; ok {
-				dependent = true
-			} else {
+			if _, ok := inBatch[ref{s.ID, s.Seq - 1}]; !ok {
 				lookups = append(lookups, ref{s.ID, s.Seq - 1})
 			}
 		}
@@ -109,8 +105,11 @@ func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([
 		}
 	}
 
-	// Pass 3: seal. Versions chained inside the batch must be sealed in
-	// order; otherwise signing (the costly part) is spread over the cores.
+	// Pass 3: seal and insert, overlapped. One goroutine seals the spans in
+	// order (signing is the costly part) while this one streams each sealed
+	// span to the server in a pipeline, so Postgres inserts span i while span
+	// i+1 is being signed. Everything before the pipeline's one Sync is one
+	// implicit transaction: all of it commits, or none.
 	seal := func(i int) error {
 		s := &out[i]
 		if s.Signature != "" {
@@ -126,33 +125,98 @@ func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([
 				s.PrevHash = prev[ref{s.ID, s.Seq - 1}]
 			}
 		}
+		var err error
 		if l.key != nil {
-			return l.key.Seal(s)
+			err = l.key.Seal(s)
+		} else {
+			s.CurrHash, err = s.Hash()
 		}
-		h, err := s.Hash()
-		s.CurrHash = h
-		return err
-	}
-	if err := forEach(len(out), !dependent, seal); err != nil {
-		return nil, err
-	}
-
-	// Pass 4: insert, one round trip, one implicit transaction.
-	b, _ := l.batch(p)
-	for i := range out {
-		at, err := span.ParseTime(out[i].At)
 		if err != nil {
-			return nil, withIndex(i, len(out), fmt.Errorf("%w: at: %w", ErrInvalid, err))
+			return withIndex(i, len(out), fmt.Errorf("%w: %w", ErrInvalid, err))
 		}
-		b.Queue(insertSpan, insertArgs(&out[i], at)...)
+		return nil
 	}
-	if err := l.send(ctx, b); err != nil {
+	if err := l.insert(ctx, p, out, seal); err != nil {
 		if len(out) == 1 {
 			return nil, fmt.Errorf("error appending span %s seq %d: %w", out[0].ID, out[0].Seq, err)
 		}
 		return nil, fmt.Errorf("error appending %d spans (none written): %w", len(out), err)
 	}
 	return out, nil
+}
+
+// insert seals (with seal, in order, on its own goroutine) and inserts spans
+// in one pipelined implicit transaction on one connection.
+func (l *Ledger) insert(ctx context.Context, p Principal, spans []span.Span, seal func(int) error) error {
+	sealed := make(chan error, len(spans))
+	go func() {
+		for i := range spans {
+			sealed <- seal(i)
+		}
+	}()
+
+	conn, err := l.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	c := conn.Conn()
+	// Prepared once per connection (pgx caches them by name).
+	setSD, err := c.Prepare(ctx, "logline_set_principal", setPrincipal)
+	if err != nil {
+		return mapError(err)
+	}
+	insSD, err := c.Prepare(ctx, "logline_insert_span", insertSpan)
+	if err != nil {
+		return mapError(err)
+	}
+	pl := c.PgConn().StartPipeline(ctx)
+	pl.SendQueryStatement(setSD, [][]byte{[]byte(ServingRole), []byte(p.Tenant), []byte(p.User), []byte(p.Kind)}, nil, nil)
+	if err := pl.Flush(); err != nil {
+		return err
+	}
+	for i := range spans {
+		if err := <-sealed; err != nil {
+			// Nothing was synced, so nothing can commit: closing the
+			// unsynced pipeline closes the connection, and the server
+			// rolls the transaction back.
+			_ = pl.Close()
+			return err
+		}
+		pl.SendQueryStatement(insSD, textArgs(&spans[i]), nil, nil)
+		if err := pl.Flush(); err != nil {
+			return err
+		}
+	}
+	if err := pl.Sync(); err != nil {
+		return err
+	}
+	var first error
+	for {
+		res, err := pl.GetResults()
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		switch r := res.(type) {
+		case *pgconn.ResultReader:
+			if _, err := r.Close(); err != nil && first == nil {
+				first = err
+			}
+			continue
+		case *pgconn.PipelineSync:
+		case nil:
+		default:
+			continue
+		}
+		break
+	}
+	if err := pl.Close(); err != nil && first == nil {
+		first = err
+	}
+	return mapError(first)
 }
 
 // prepare readies one span of an Append: unsigned spans lose whatever
@@ -205,38 +269,6 @@ func Fill(p Principal, s *span.Span, now string) error {
 	}
 	if s.At == "" {
 		s.At = now
-	}
-	return nil
-}
-
-// forEach runs fn(0..n-1), spread over the cores when parallel is set and n
-// is large enough to pay for it; it returns the first error by index.
-func forEach(n int, parallel bool, fn func(int) error) error {
-	workers := runtime.GOMAXPROCS(0)
-	if !parallel || n < 16 || workers < 2 {
-		for i := 0; i < n; i++ {
-			if err := fn(i); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += workers {
-				errs[i] = fn(i)
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -37,37 +37,35 @@ func placeholders(n int) string {
 	return strings.Join(p, ", ")
 }
 
-// insertArgs lists s's values in spanColumns order; absent optional fields
-// become NULL.
-func insertArgs(s *span.Span, at time.Time) []any {
-	return []any{
-		s.ID, s.Seq, s.EntityType, s.Who, str(s.Did), s.This, at, str(s.ParentID), uuids(s.RelatedTo),
-		s.OwnerID, s.TenantID, s.Visibility, str(s.Status), s.IsDeleted, str(s.Name), str(s.Description),
-		str(s.Code), str(s.Language), str(s.Runtime), raw(s.Input), raw(s.Output), raw(s.Error),
-		s.DurationMs, str(s.TraceID), str(s.PrevHash), s.CurrHash, str(s.Signature), str(s.PublicKey),
-		raw(s.Metadata),
+// textArgs lists s's values in spanColumns order in Postgres text format;
+// absent optional fields are NULL (nil).
+func textArgs(s *span.Span) [][]byte {
+	var related []byte
+	if s.RelatedTo != nil {
+		related = append(append([]byte("{"), strings.Join(s.RelatedTo, ",")...), '}')
+	}
+	var dur []byte
+	if s.DurationMs != nil {
+		dur = strconv.AppendInt(nil, int64(*s.DurationMs), 10)
+	}
+	deleted := []byte("f")
+	if s.IsDeleted {
+		deleted = []byte("t")
+	}
+	return [][]byte{
+		txt(s.ID), strconv.AppendInt(nil, int64(s.Seq), 10), txt(s.EntityType), txt(s.Who), txt(s.Did), txt(s.This),
+		txt(s.At), txt(s.ParentID), related, txt(s.OwnerID), txt(s.TenantID), txt(s.Visibility), txt(s.Status),
+		deleted, txt(s.Name), txt(s.Description), txt(s.Code), txt(s.Language), txt(s.Runtime), s.Input, s.Output,
+		s.Error, dur, txt(s.TraceID), txt(s.PrevHash), txt(s.CurrHash), txt(s.Signature), txt(s.PublicKey), s.Metadata,
 	}
 }
 
-func str(v string) any {
+// txt is a text parameter; "" (absent) is NULL.
+func txt(v string) []byte {
 	if v == "" {
 		return nil
 	}
-	return v
-}
-
-func raw(v json.RawMessage) any {
-	if len(v) == 0 {
-		return nil
-	}
-	return string(v)
-}
-
-func uuids(v []string) any {
-	if v == nil {
-		return nil
-	}
-	return v
+	return []byte(v)
 }
 
 // Item is a stored span with its position in the ledger.
