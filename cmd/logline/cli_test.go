@@ -212,10 +212,13 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	env := map[string]string{"DATABASE_URL": url}
 	r := cli(t, env, "", "migrate")
 	require.Equal(t, 0, r.code, r.err)
-	require.Contains(t, r.out, "migrated schema from version 0 to 1")
+	require.Regexp(t, `^migrated schema from version 0 to [1-9][0-9]*\n$`, r.out)
 	r = cli(t, env, "", "migrate", "--json")
 	require.Equal(t, 0, r.code, r.err)
-	require.JSONEq(t, `{"from":1,"to":1}`, r.out)
+	var v struct{ From, To int }
+	require.NoError(t, json.Unmarshal([]byte(r.out), &v))
+	require.Positive(t, v.To)
+	require.Equal(t, v.From, v.To, "a second migrate changes nothing")
 }
 
 func rows(t *testing.T, url string) int {

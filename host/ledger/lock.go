@@ -10,10 +10,10 @@ import (
 
 // Lease is a held lock. Release it exactly once (later calls do nothing).
 type Lease struct {
-	once    sync.Once
-	conn    *pgxpool.Conn
-	tenant  string
-	key     string
+	once   sync.Once
+	conn   *pgxpool.Conn
+	tenant string
+	key    string
 }
 
 // TryLock takes the lock named key within p's tenant, without waiting: ok
