@@ -1,0 +1,5 @@
+//go:build !race && !wasip1
+
+package logline_test
+
+const raceEnabled = false
