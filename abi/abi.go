@@ -60,7 +60,7 @@ const (
 // Error with the same code as text and a message.
 const (
 	ErrCapabilityDenied = -1 // the caller's tier may not use this function
-	ErrInvalid          = -2 // bad arguments: out-of-bounds pointer, malformed JSON, bad span
+	ErrInvalid          = -2 // bad arguments: malformed JSON, a bad span, an unknown key (out-of-bounds pointers trap)
 	ErrNotFound         = -3 // no such span, env key, ...
 	ErrLimit            = -4 // a per-run limit (spans emitted, rows, bytes, host calls) would be exceeded
 	ErrFailed           = -5 // the operation ran and failed (SQL error, HTTP error, lock lost)

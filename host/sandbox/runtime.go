@@ -1,0 +1,518 @@
+package sandbox
+
+import (
+	"container/list"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	wasi "github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"lukechampine.com/blake3"
+
+	"github.com/logline/logline/abi"
+	"github.com/logline/logline/host/sandbox/meter"
+)
+
+// Config configures a Runtime. Zero values take the defaults below.
+type Config struct {
+	// CompilationCacheDir keeps compiled modules on disk across
+	// processes; "" keeps them in memory only.
+	CompilationCacheDir string
+	// PoolSize is the number of idle instances kept per (module hash,
+	// tenant); default 4, negative for none (every run instantiates).
+	PoolSize int
+	// MaxModules is the number of compiled modules kept; loading one more
+	// evicts the least recently used (its idle instances are closed; a
+	// *Module still held recompiles on its next Run). Default 256.
+	MaxModules int
+	// MaxIdleInstances caps the idle instances of all pools together;
+	// beyond it the least recently used is closed. Default 256.
+	MaxIdleInstances int
+	// MaxMemoryPages is the hard cap of any instance's linear memory, in
+	// 64 KiB pages (wazero's memory limit); Limits.MemoryPages is clamped
+	// to it. Default 16384 (1 GiB).
+	MaxMemoryPages uint32
+}
+
+// Defaults of Config.
+const (
+	DefaultPoolSize         = 4
+	DefaultMaxModules       = 256
+	DefaultMaxIdleInstances = 256
+	DefaultMaxMemoryPages   = 16384
+)
+
+// globalPrefix is the export name prefix of the mutable globals, reserved
+// for the host (see meter.ExportGlobals).
+const globalPrefix = "logline_global_"
+
+// startExport is the export name of a module's start function, which the
+// sandbox calls itself, with fuel set (see meter.ExportStart).
+const startExport = "logline_start"
+
+// abiVersionExport is the optional export that names the ABI version a
+// module was built against.
+const abiVersionExport = "logline_abi_version"
+
+// Runtime compiles and runs guests. It is safe for concurrent use.
+type Runtime struct {
+	cfg   Config
+	rt    wazero.Runtime
+	cache wazero.CompilationCache
+	mcfg  wazero.ModuleConfig
+
+	// Signatures of the functions a module may import, by module.
+	provided map[string]map[string]meter.FuncType
+
+	compiles atomic.Int64 // modules compiled, for tests
+	watchdog watchdog
+
+	mu      sync.Mutex
+	closed  bool
+	modules map[string]*Module // by hash
+	modLRU  list.List          // of *Module, most recent first
+	loading map[string]*loadCall
+	pools   map[poolKey]*pool
+	// The idle instances of all pools, most recently released first.
+	idleHead, idleTail *instance
+	idleCount          int
+}
+
+type loadCall struct {
+	done chan struct{}
+	m    *Module
+	err  error
+}
+
+// New creates a Runtime. Close it to release compiled code and instances.
+func New(ctx context.Context, cfg Config) (*Runtime, error) {
+	if cfg.PoolSize == 0 {
+		cfg.PoolSize = DefaultPoolSize
+	}
+	if cfg.PoolSize < 0 {
+		cfg.PoolSize = 0
+	}
+	if cfg.MaxModules <= 0 {
+		cfg.MaxModules = DefaultMaxModules
+	}
+	if cfg.MaxIdleInstances <= 0 {
+		cfg.MaxIdleInstances = DefaultMaxIdleInstances
+	}
+	if cfg.MaxMemoryPages == 0 {
+		cfg.MaxMemoryPages = DefaultMaxMemoryPages
+	}
+	cfg.MaxMemoryPages = min(cfg.MaxMemoryPages, 65536)
+
+	rc := wazero.NewRuntimeConfig().
+		WithCoreFeatures(api.CoreFeaturesV2).
+		WithMemoryLimitPages(cfg.MaxMemoryPages).
+		// Only the last-resort wall clock (Limits.Wall): fuel bounds
+		// computation.
+		WithCloseOnContextDone(true)
+	r := &Runtime{
+		cfg:      cfg,
+		modules:  map[string]*Module{},
+		loading:  map[string]*loadCall{},
+		pools:    map[poolKey]*pool{},
+		provided: map[string]map[string]meter.FuncType{},
+	}
+	if cfg.CompilationCacheDir != "" {
+		cache, err := wazero.NewCompilationCacheWithDir(cfg.CompilationCacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("error opening the compilation cache %s: %w", cfg.CompilationCacheDir, err)
+		}
+		r.cache = cache
+		rc = rc.WithCompilationCache(cache)
+	}
+	r.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+
+	// Deny by default: no mounts, no env, no args beyond argv0, empty
+	// stdin. No start functions: _start is refused at Load and
+	// _initialize is called by the sandbox with fuel set.
+	r.mcfg = wazero.NewModuleConfig().
+		WithName("").
+		WithArgs("guest").
+		WithStartFunctions()
+
+	host := r.rt.NewHostModuleBuilder(abi.Module)
+	exportHostFuncs(host)
+	hostMod, err := host.Instantiate(ctx)
+	if err != nil {
+		_ = r.close(ctx)
+		return nil, fmt.Errorf("error instantiating the %s host module: %w", abi.Module, err)
+	}
+	w := r.rt.NewHostModuleBuilder(wasi.ModuleName)
+	wasi.NewFunctionExporter().ExportFunctions(w)
+	overrideWASI(w)
+	wasiMod, err := w.Instantiate(ctx)
+	if err != nil {
+		_ = r.close(ctx)
+		return nil, fmt.Errorf("error instantiating the %s host module: %w", wasi.ModuleName, err)
+	}
+	for _, m := range []api.Module{hostMod, wasiMod} {
+		sigs := map[string]meter.FuncType{}
+		for name, def := range m.ExportedFunctionDefinitions() {
+			sigs[name] = meter.FuncType{Params: valTypes(def.ParamTypes()), Results: valTypes(def.ResultTypes())}
+		}
+		r.provided[m.Name()] = sigs
+	}
+	return r, nil
+}
+
+func valTypes(ts []api.ValueType) []byte {
+	out := make([]byte, len(ts))
+	for i, t := range ts {
+		out[i] = t
+	}
+	return out
+}
+
+// Close closes every instance and compiled module. Runs in progress fail.
+func (r *Runtime) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.watchdog.stop()
+	var idle []*instance
+	for r.idleHead != nil {
+		inst := r.idleHead
+		r.unlinkIdle(inst)
+		idle = append(idle, inst)
+	}
+	r.pools = map[poolKey]*pool{}
+	r.modules = map[string]*Module{}
+	r.modLRU.Init()
+	r.mu.Unlock()
+	for _, inst := range idle {
+		inst.close()
+	}
+	return r.close(ctx)
+}
+
+func (r *Runtime) close(ctx context.Context) error {
+	err := r.rt.Close(ctx)
+	if r.cache != nil {
+		err = errors.Join(err, r.cache.Close(ctx))
+	}
+	return err
+}
+
+// Module is a loaded module: checked, metered and compiled. It belongs to
+// the Runtime that loaded it.
+type Module struct {
+	// Hash is the lowercase hex BLAKE3-256 of the original bytes.
+	Hash string
+
+	r        *Runtime
+	metered  []byte
+	hasInit  bool
+	hasStart bool
+	fresh    string // why every run needs a fresh instance, "" if none
+	globals  []meter.GlobalExport
+	minPages uint64
+
+	cmu sync.Mutex // serializes recompilation after eviction
+
+	// Guarded by r.mu.
+	compiled wazero.CompiledModule
+	evicted  bool
+	live     int // instances alive (idle or running)
+	lru      *list.Element
+
+	snapMu sync.Mutex
+	snap   *snapshot
+}
+
+// Load checks, meters and compiles a module, or returns the one already
+// loaded with the same hash (each hash compiles once). Its errors are
+// *Error with code invalid_module or forbidden_import.
+func (r *Runtime) Load(ctx context.Context, wasm []byte) (*Module, error) {
+	sum := blake3.Sum256(wasm)
+	hash := hex.EncodeToString(sum[:])
+
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, errors.New("sandbox: runtime closed")
+	}
+	if m := r.modules[hash]; m != nil {
+		r.modLRU.MoveToFront(m.lru)
+		r.mu.Unlock()
+		return m, nil
+	}
+	if c := r.loading[hash]; c != nil {
+		r.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.m, c.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	c := &loadCall{done: make(chan struct{})}
+	r.loading[hash] = c
+	r.mu.Unlock()
+
+	m, err := r.prepare(wasm, hash)
+	var compiled wazero.CompiledModule
+	if err == nil {
+		compiled, err = r.compile(ctx, m)
+	}
+
+	r.mu.Lock()
+	delete(r.loading, hash)
+	var toClose []wazero.CompiledModule
+	if err == nil {
+		if r.closed {
+			err = errors.New("sandbox: runtime closed")
+		} else {
+			m.compiled = compiled
+			toClose = r.register(m)
+		}
+	}
+	r.mu.Unlock()
+	closeCompiled(ctx, toClose)
+	if err != nil {
+		m = nil
+	}
+	c.m, c.err = m, err
+	close(c.done)
+	return m, err
+}
+
+// prepare checks a module against the ABI and rewrites it: mutable globals
+// exported for the snapshot, then fuel metering.
+func (r *Runtime) prepare(wasm []byte, hash string) (*Module, error) {
+	info, err := meter.Inspect(wasm)
+	if err != nil {
+		return nil, errorf(abi.CodeInvalidModule, "%v", err)
+	}
+	for _, imp := range info.Imports {
+		if err := r.checkImport(imp); err != nil {
+			return nil, err
+		}
+	}
+	m := &Module{Hash: hash, r: r}
+	switch {
+	case len(info.Memories) > 1:
+		return nil, errorf(abi.CodeInvalidModule, "%d memories: at most one is supported", len(info.Memories))
+	case len(info.Memories) == 1:
+		if info.Memories[0].Shared {
+			return nil, errorf(abi.CodeInvalidModule, "shared memory is not supported")
+		}
+		m.minPages = info.Memories[0].Min
+	}
+	if _, ok := info.Export("_start"); ok {
+		return nil, errorf(abi.CodeInvalidModule, "command module (exports _start): build a reactor that exports %s (Go: -buildmode=c-shared)", abi.Entry)
+	}
+	run, ok := info.Export(abi.Entry)
+	if !ok {
+		return nil, errorf(abi.CodeInvalidModule, "no %s export", abi.Entry)
+	}
+	want := meter.FuncType{Results: []byte{meter.ValI32}}
+	if run.Kind != meter.KindFunc || int(run.Index) >= len(info.Funcs) || !info.Funcs[run.Index].Equal(want) {
+		return nil, errorf(abi.CodeInvalidModule, "export %s must be a function %s", abi.Entry, want)
+	}
+	if e, ok := info.Export("_initialize"); ok {
+		if e.Kind != meter.KindFunc || int(e.Index) >= len(info.Funcs) || !info.Funcs[e.Index].Equal(meter.FuncType{}) {
+			return nil, errorf(abi.CodeInvalidModule, "export _initialize must be a function () -> ()")
+		}
+		m.hasInit = true
+	}
+	if e, ok := info.Export(abiVersionExport); ok {
+		if e.Kind != meter.KindGlobal || int(e.Index) >= len(info.Globals) {
+			return nil, errorf(abi.CodeInvalidModule, "export %s must be an i32 global", abiVersionExport)
+		}
+		g := info.Globals[e.Index]
+		if g.Type != meter.ValI32 || !g.HasConstI32 || g.Mutable {
+			return nil, errorf(abi.CodeInvalidModule, "export %s must be an immutable i32 constant", abiVersionExport)
+		}
+		if g.ConstI32 != abi.Version {
+			return nil, errorf(abi.CodeInvalidModule, "built for ABI version %d, the host speaks version %d", g.ConstI32, abi.Version)
+		}
+	}
+	for _, e := range info.Exports {
+		if strings.HasPrefix(e.Name, globalPrefix) || e.Name == meter.ExportName || e.Name == startExport {
+			return nil, errorf(abi.CodeInvalidModule, "export %q uses a name reserved for the host", e.Name)
+		}
+	}
+	if len(info.StateOps) > 0 {
+		names := make([]string, len(info.StateOps))
+		for i, op := range info.StateOps {
+			names[i] = opName(op)
+		}
+		m.fresh = "uses " + strings.Join(names, ", ")
+	}
+
+	rewritten, globals, err := meter.ExportGlobals(wasm, globalPrefix)
+	if err != nil {
+		return nil, errorf(abi.CodeInvalidModule, "%v", err)
+	}
+	for _, g := range globals {
+		switch g.Type {
+		case meter.ValI32, meter.ValI64, meter.ValF32, meter.ValF64:
+		default:
+			if m.fresh == "" {
+				m.fresh = "has a mutable " + meter.ValTypeName(g.Type) + " global"
+			}
+		}
+	}
+	m.globals = globals
+	rewritten, m.hasStart, err = meter.ExportStart(rewritten, startExport)
+	if err != nil {
+		return nil, errorf(abi.CodeInvalidModule, "%v", err)
+	}
+	m.metered, err = meter.Instrument(rewritten, meter.Options{})
+	if err != nil {
+		return nil, errorf(abi.CodeInvalidModule, "%v", err)
+	}
+	return m, nil
+}
+
+func opName(op meter.Opcode) string {
+	switch op {
+	case meter.OpTableSet:
+		return "table.set"
+	case meter.OpTableGrow:
+		return "table.grow"
+	case meter.OpTableFill:
+		return "table.fill"
+	case meter.OpTableCopy:
+		return "table.copy"
+	case meter.OpTableInit:
+		return "table.init"
+	case meter.OpElemDrop:
+		return "elem.drop"
+	case meter.OpDataDrop:
+		return "data.drop"
+	}
+	return op.String()
+}
+
+// checkImport accepts functions the host provides with their exact
+// signature.
+func (r *Runtime) checkImport(imp meter.Import) error {
+	sigs, ok := r.provided[imp.Module]
+	if !ok {
+		return errorf(abi.CodeForbiddenImport, "import %q.%q: module %q is not provided (only %q and %q are)",
+			imp.Module, imp.Name, imp.Module, abi.Module, wasi.ModuleName)
+	}
+	if imp.Kind != meter.KindFunc {
+		return errorf(abi.CodeForbiddenImport, "import %q.%q: only functions can be imported", imp.Module, imp.Name)
+	}
+	sig, ok := sigs[imp.Name]
+	if !ok {
+		return errorf(abi.CodeForbiddenImport, "import %q.%q: no such function", imp.Module, imp.Name)
+	}
+	if !sig.Equal(imp.Type) {
+		return errorf(abi.CodeForbiddenImport, "import %q.%q: signature %s, the host's is %s", imp.Module, imp.Name, imp.Type, sig)
+	}
+	return nil
+}
+
+func (r *Runtime) compile(ctx context.Context, m *Module) (wazero.CompiledModule, error) {
+	r.compiles.Add(1)
+	c, err := r.rt.CompileModule(ctx, m.metered)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, errorf(abi.CodeInvalidModule, "%v", err)
+	}
+	return c, nil
+}
+
+// register adds a compiled module to the cache and evicts beyond
+// MaxModules. It returns compiled modules to close. r.mu is held.
+func (r *Runtime) register(m *Module) []wazero.CompiledModule {
+	m.evicted = false
+	if other := r.modules[m.Hash]; other != nil && other != m {
+		// The same bytes loaded again while m was evicted: m runs on,
+		// outside the cache, until the runtime closes.
+		return nil
+	}
+	r.modules[m.Hash] = m
+	m.lru = r.modLRU.PushFront(m)
+	var toClose []wazero.CompiledModule
+	for len(r.modules) > r.cfg.MaxModules {
+		victim := r.modLRU.Back().Value.(*Module)
+		r.modLRU.Remove(victim.lru)
+		delete(r.modules, victim.Hash)
+		victim.evicted = true
+		for key, p := range r.pools {
+			if key.hash != victim.Hash {
+				continue
+			}
+			for _, inst := range p.idle {
+				r.unlinkIdle(inst)
+				toCloseInst(inst)
+			}
+			delete(r.pools, key)
+		}
+		if victim.live == 0 && victim.compiled != nil {
+			toClose = append(toClose, victim.compiled)
+			victim.compiled = nil
+		}
+	}
+	return toClose
+}
+
+// toCloseInst closes an idle instance of an evicted module. r.mu is held;
+// closing an instance only marks it closed in wazero, so it is cheap.
+func toCloseInst(inst *instance) {
+	inst.mod.live--
+	inst.close()
+}
+
+func closeCompiled(ctx context.Context, cs []wazero.CompiledModule) {
+	for _, c := range cs {
+		_ = c.Close(ctx)
+	}
+}
+
+// ensureCompiled makes an evicted module runnable again. It is called
+// without r.mu.
+func (r *Runtime) ensureCompiled(ctx context.Context, m *Module) error {
+	m.cmu.Lock()
+	defer m.cmu.Unlock()
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return errors.New("sandbox: runtime closed")
+	}
+	if !m.evicted {
+		r.mu.Unlock()
+		return nil
+	}
+	if m.compiled != nil {
+		toClose := r.register(m)
+		r.mu.Unlock()
+		closeCompiled(ctx, toClose)
+		return nil
+	}
+	r.mu.Unlock()
+	c, err := r.compile(ctx, m)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		_ = c.Close(ctx)
+		return errors.New("sandbox: runtime closed")
+	}
+	m.compiled = c
+	toClose := r.register(m)
+	r.mu.Unlock()
+	closeCompiled(ctx, toClose)
+	return nil
+}
