@@ -1,0 +1,476 @@
+package extism
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	extism "github.com/extism/go-sdk"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+
+	"github.com/logline/logline/abi"
+	"github.com/logline/logline/host/sandbox"
+	"github.com/logline/logline/host/sandbox/meter"
+)
+
+const (
+	pageSize        = 65536
+	maxRecordNow    = 4096
+	maxRecordRandom = 64 << 10
+	maxMessage      = 1024
+)
+
+type runKey struct{}
+
+// errAbort is the panic value with which a host function ends a run; the
+// reason is in runState.abortErr.
+var errAbort = errors.New("extism: run aborted by the host")
+
+// runState is everything the host functions of one run need.
+type runState struct {
+	ctx  context.Context // the wall deadline; capability calls derive from it
+	lim  sandbox.Limits
+	tier abi.Tier
+	caps sandbox.Capabilities
+	env  map[string]string
+
+	fuel     api.MutableGlobal // the plugin's counter, once `run` is entered
+	depth    int               // nesting of `run`
+	returned bool              // `run` returned (rather than trapped)
+
+	mems      []*linearMemory
+	logs      logSink
+	hostCalls int
+	spans     int
+	locks     []string
+	denied    string
+	abortErr  *abi.Error
+
+	start int64
+	rng   *rand.ChaCha8
+	rec   sandbox.Recording
+}
+
+func limitsWithDefaults(l sandbox.Limits, maxPages uint32) sandbox.Limits {
+	d := sandbox.DefaultLimits()
+	if l.Fuel <= 0 {
+		l.Fuel = d.Fuel
+	}
+	if l.MemoryPages == 0 {
+		l.MemoryPages = d.MemoryPages
+	}
+	l.MemoryPages = min(l.MemoryPages, maxPages)
+	if l.OutputBytes <= 0 {
+		l.OutputBytes = d.OutputBytes
+	}
+	if l.LogBytes <= 0 {
+		l.LogBytes = d.LogBytes
+	}
+	if l.HostCalls <= 0 {
+		l.HostCalls = d.HostCalls
+	}
+	if l.Spans <= 0 {
+		l.Spans = d.Spans
+	}
+	if l.HostCallTimeout <= 0 {
+		l.HostCallTimeout = d.HostCallTimeout
+	}
+	if l.Wall <= 0 {
+		l.Wall = d.Wall
+	}
+	return l
+}
+
+func newRunState(req sandbox.Request, lim sandbox.Limits) *runState {
+	clock := req.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	start := clock()
+	tier := req.Tier
+	if tier == "" {
+		tier = abi.TierFunction
+	}
+	var seed [32]byte
+	binary.LittleEndian.PutUint64(seed[:8], req.Seed)
+	copy(seed[8:], "logline extism run")
+	return &runState{
+		lim:   lim,
+		tier:  tier,
+		caps:  req.Caps,
+		env:   req.Env,
+		logs:  logSink{limit: lim.LogBytes},
+		start: start.UnixNano(),
+		rng:   rand.NewChaCha8(seed),
+		rec:   sandbox.Recording{Seed: req.Seed, Start: start},
+	}
+}
+
+// Allocate implements experimental.MemoryAllocator for the memories of the
+// run's instance (the plugin's and the Extism kernel's): each refuses to
+// grow past the run's limit.
+func (rs *runState) Allocate(_, maxBytes uint64) experimental.LinearMemory {
+	lm := &linearMemory{max: maxBytes, limit: uint64(rs.lim.MemoryPages) * pageSize}
+	rs.mems = append(rs.mems, lm)
+	return lm
+}
+
+// linearMemory backs one memory of the run's instance. It refuses to grow
+// past the run's limit and remembers a refused grow, which tells
+// memory_limit from other failures. On Linux it is a private anonymous
+// mapping that reserves the limit up front (pages cost nothing until
+// touched, and go back to the system when the run ends); elsewhere a Go
+// slice that grows geometrically.
+type linearMemory struct {
+	buf     []byte
+	mapping []byte
+	max     uint64
+	limit   uint64
+	refused bool
+}
+
+func (lm *linearMemory) Reallocate(size uint64) []byte {
+	if lm.buf != nil && (size > lm.limit || size > lm.max) {
+		lm.refused = true
+		return nil
+	}
+	if lm.buf == nil && size > lm.limit {
+		// The initial size is over the limit: allocate it (wazero cannot
+		// fail here) and let the run refuse the instance.
+		lm.refused = true
+	}
+	if size <= uint64(cap(lm.buf)) {
+		lm.buf = lm.buf[:size]
+		return lm.buf
+	}
+	if m := mapMemory(max(size, min(lm.limit, lm.max))); m != nil {
+		copy(m, lm.buf)
+		lm.release()
+		lm.mapping = m
+		lm.buf = m[:size]
+		return lm.buf
+	}
+	newCap := max(size, min(2*uint64(cap(lm.buf)), lm.limit, lm.max))
+	nb := make([]byte, size, newCap)
+	copy(nb, lm.buf)
+	lm.release()
+	lm.buf = nb
+	return nb
+}
+
+// Free does nothing: wazero may call it while a call is unwinding; the run
+// releases its memories once the instance is closed.
+func (lm *linearMemory) Free() {}
+
+func (lm *linearMemory) release() {
+	if lm.mapping != nil {
+		unmapMemory(lm.mapping)
+		lm.mapping = nil
+	}
+	lm.buf = nil
+}
+
+func (rs *runState) memRefused() bool {
+	for _, m := range rs.mems {
+		if m.refused {
+			return true
+		}
+	}
+	return false
+}
+
+func (rs *runState) memAtLimit() bool {
+	for _, m := range rs.mems {
+		if uint64(len(m.buf)) >= m.limit {
+			return true
+		}
+	}
+	return false
+}
+
+func (rs *runState) memoryError(what string) *abi.Error {
+	pages := uint64(rs.lim.MemoryPages)
+	return &abi.Error{Code: abi.CodeMemoryLimit,
+		Message: clip(fmt.Sprintf("memory limit of %d pages (%d KiB): %s", pages, pages*64, what))}
+}
+
+// abort ends the run with the given error.
+func (rs *runState) abort(code, format string, args ...any) {
+	rs.abortErr = &abi.Error{Code: code, Message: clip(fmt.Sprintf(format, args...))}
+	panic(errAbort)
+}
+
+// charge burns fuel for work the host does on the guest's behalf.
+func (rs *runState) charge(n int64) {
+	if rs.fuel == nil || n <= 0 { // a start function, before the host has the counter
+		return
+	}
+	v := int64(rs.fuel.Get()) - n
+	rs.fuel.Set(uint64(v))
+	if v < 0 {
+		rs.abort(abi.CodeFuelExhausted, "fuel limit of %d exhausted (in a host call)", rs.lim.Fuel)
+	}
+}
+
+func (rs *runState) recordNow(v int64) {
+	if len(rs.rec.Now) < maxRecordNow {
+		rs.rec.Now = append(rs.rec.Now, v)
+	} else {
+		rs.rec.Truncated = true
+	}
+}
+
+func (rs *runState) recordRandom(b []byte) {
+	room := maxRecordRandom - len(rs.rec.Random)
+	if len(b) > room {
+		b = b[:room]
+		rs.rec.Truncated = true
+	}
+	rs.rec.Random = append(rs.rec.Random, b...)
+}
+
+// Run calls the plugin's `run` once, on a fresh instance. It never panics
+// and never fails the host: everything that goes wrong is in Result.Err.
+func (r *Runtime) Run(ctx context.Context, p *Plugin, req sandbox.Request) sandbox.Result {
+	start := time.Now()
+	res := r.run(ctx, p, req)
+	res.Duration = time.Since(start)
+	return res
+}
+
+func (r *Runtime) run(ctx context.Context, p *Plugin, req sandbox.Request) (res sandbox.Result) {
+	if p == nil || p.r != r {
+		return sandbox.Result{Err: &abi.Error{Code: abi.CodeInvalidModule, Message: "plugin not loaded by this runtime"}}
+	}
+	lim := limitsWithDefaults(req.Limits, r.cfg.MaxMemoryPages)
+	rs := newRunState(req, lim)
+	wallCtx, cancel := context.WithTimeout(ctx, lim.Wall)
+	defer cancel()
+	rs.ctx = wallCtx
+	callCtx := context.WithValue(wallCtx, runKey{}, rs)
+	defer func() {
+		// Whatever happened: release the memories (the instance is
+		// closed by now) and the locks, hand back the logs.
+		for _, m := range rs.mems {
+			m.release()
+		}
+		r.unlockAll(ctx, rs)
+		res.Logs = rs.logs.finish()
+		res.Recorded = rs.rec
+		res.HostCalls = rs.hostCalls
+	}()
+
+	inst, err := p.compiled.Instance(experimental.WithMemoryAllocator(callCtx, rs), extism.PluginInstanceConfig{ModuleConfig: r.mcfg})
+	if err != nil {
+		res.Err = rs.instanceError(err)
+		return res
+	}
+	defer inst.Close(context.WithoutCancel(ctx))
+	if rs.memRefused() {
+		res.Err = rs.memoryError("the module's minimum memory exceeds it")
+		return res
+	}
+	inst.SetLogger(func(level extism.LogLevel, msg string) {
+		rs.logs.add(extismLevel(level), "extism", []byte(msg))
+	})
+
+	rc, out, callErr := inst.CallWithContext(callCtx, abi.Entry, req.Input)
+	var remaining int64
+	fuelKnown := rs.fuel != nil
+	if fuelKnown {
+		remaining = int64(rs.fuel.Get())
+		res.FuelUsed = min(max(lim.Fuel-remaining, 0), lim.Fuel)
+	}
+	pluginErr := ""
+	if callErr != nil && !rs.returned && rs.abortErr == nil && wallCtx.Err() == nil {
+		// A trap: the plugin may have set an error first (a PDK's
+		// abort or panic handler).
+		pluginErr = inst.GetErrorWithContext(wallCtx)
+	}
+	res.Err = rs.classify(callErr, rc, remaining, fuelKnown, pluginErr)
+	if res.Err == nil && len(out) > lim.OutputBytes {
+		res.Err = &abi.Error{Code: abi.CodeOutputLimit,
+			Message: fmt.Sprintf("output of %d bytes exceeds the limit of %d bytes", len(out), lim.OutputBytes)}
+	}
+	if rs.returned && res.Err != nil && res.Err.Code == abi.CodeGuestError && len(out) > lim.OutputBytes {
+		// A limit that ends the run decides its code.
+		res.Err = &abi.Error{Code: abi.CodeOutputLimit,
+			Message: fmt.Sprintf("output of %d bytes exceeds the limit of %d bytes", len(out), lim.OutputBytes)}
+	}
+	if res.Err == nil {
+		res.Output = out
+		if res.Output == nil {
+			res.Output = []byte{}
+		}
+	}
+	return res
+}
+
+func extismLevel(l extism.LogLevel) int32 {
+	switch l {
+	case extism.LogLevelTrace, extism.LogLevelDebug:
+		return abi.LogDebug
+	case extism.LogLevelInfo:
+		return abi.LogInfo
+	case extism.LogLevelWarn:
+		return abi.LogWarn
+	}
+	return abi.LogError
+}
+
+// instanceError classifies a failed instantiation (the Extism kernel, the
+// plugin, its start function).
+func (rs *runState) instanceError(err error) *abi.Error {
+	if rs.abortErr != nil {
+		return rs.abortErr
+	}
+	if e := rs.timeoutError(); e != nil {
+		return e
+	}
+	what := "instantiating the plugin: " + firstLine(err.Error())
+	if rs.memRefused() {
+		return rs.memoryError(what)
+	}
+	return &abi.Error{Code: abi.CodeTrap, Message: clip(what)}
+}
+
+func (rs *runState) timeoutError() *abi.Error {
+	switch {
+	case rs.ctx.Err() == nil:
+		return nil
+	case errors.Is(rs.ctx.Err(), context.Canceled):
+		return &abi.Error{Code: abi.CodeTimeout, Message: "run canceled by the host"}
+	}
+	return &abi.Error{Code: abi.CodeTimeout, Message: fmt.Sprintf("wall clock limit of %s passed", rs.lim.Wall)}
+}
+
+// classify maps how the call ended to a run error (nil: it completed),
+// with the precedence of package sandbox.
+func (rs *runState) classify(err error, rc uint32, remaining int64, fuelKnown bool, pluginErr string) *abi.Error {
+	if rs.abortErr != nil {
+		return rs.abortErr
+	}
+	if err != nil {
+		if e := rs.timeoutError(); e != nil {
+			return e
+		}
+	}
+	exhausted := fuelKnown && meter.Exhausted(remaining)
+	if err == nil && !fuelKnown {
+		// Fail closed: the counter was never set, so the run was not
+		// metered as it must be.
+		return &abi.Error{Code: abi.CodeTrap, Message: "the plugin's fuel counter was not engaged"}
+	}
+	if err == nil && rc == 0 && !exhausted {
+		return nil
+	}
+	// rs.returned: `run` returned, so err (if any) is the plugin's
+	// error message, not a trap.
+	guest := rs.returned || err == nil || pluginErr != ""
+	var what string
+	switch {
+	case exhausted:
+		what = fmt.Sprintf("fuel limit of %d exhausted", rs.lim.Fuel)
+	case rs.returned && err != nil:
+		what = fmt.Sprintf("run returned %d: %s", int32(rc), firstLine(err.Error()))
+	case err == nil:
+		what = fmt.Sprintf("run returned %d", int32(rc))
+	case pluginErr != "":
+		what = pluginErr + " (then: " + firstLine(err.Error()) + ")"
+	default:
+		what = firstLine(err.Error())
+	}
+	what = clip(what)
+	if rs.memRefused() {
+		return rs.memoryError("memory.grow refused, then " + what)
+	}
+	if exhausted {
+		return &abi.Error{Code: abi.CodeFuelExhausted, Message: what}
+	}
+	if !guest && rs.memAtLimit() {
+		return rs.memoryError("memory at the limit, then " + what)
+	}
+	if rs.denied != "" {
+		return &abi.Error{Code: abi.CodeCapabilityDenied, Message: clip(rs.denied + "; then the guest failed: " + what)}
+	}
+	if guest {
+		return &abi.Error{Code: abi.CodeGuestError, Message: what}
+	}
+	return &abi.Error{Code: abi.CodeTrap, Message: what}
+}
+
+// unlockAll releases the locks the run still holds, whatever happened.
+func (r *Runtime) unlockAll(ctx context.Context, rs *runState) {
+	if len(rs.locks) == 0 {
+		return
+	}
+	base := context.WithoutCancel(ctx)
+	for _, key := range rs.locks {
+		c, cancel := context.WithTimeout(base, rs.lim.HostCallTimeout)
+		err := safeCall(func() error { return rs.caps.Unlock(c, key) })
+		cancel()
+		if err != nil {
+			rs.logs.add(abi.LogWarn, "host", []byte(clip(fmt.Sprintf("releasing lock %q at the end of the run: %v", key, err))))
+		}
+	}
+	rs.locks = nil
+}
+
+// safeCall runs an embedder's function, turning a panic into an error.
+func safeCall(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("capability panicked: %v", p)
+		}
+	}()
+	return f()
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return strings.TrimSpace(strings.TrimSuffix(s, "(recovered by wazero)"))
+}
+
+func clip(s string) string {
+	if len(s) > maxMessage {
+		return s[:maxMessage] + "…"
+	}
+	return s
+}
+
+// logSink collects a run's log lines within the byte limit; every line
+// costs its length plus one.
+type logSink struct {
+	limit   int
+	used    int
+	dropped int64
+	lines   []sandbox.LogLine
+}
+
+func (s *logSink) add(level int32, source string, text []byte) {
+	room := s.limit - s.used - 1
+	if room < 0 {
+		s.dropped += int64(len(text)) + 1
+		return
+	}
+	if len(text) > room {
+		s.dropped += int64(len(text) - room)
+		text = text[:room]
+	}
+	s.used += len(text) + 1
+	s.lines = append(s.lines, sandbox.LogLine{Level: level, Source: source, Text: string(text)})
+}
+
+func (s *logSink) finish() []sandbox.LogLine {
+	if s.dropped > 0 {
+		s.lines = append(s.lines, sandbox.LogLine{Level: abi.LogWarn, Source: "host",
+			Text: fmt.Sprintf("log truncated: %d bytes beyond the limit of %d dropped", s.dropped, s.limit)})
+		s.dropped = 0
+	}
+	return s.lines
+}
