@@ -90,7 +90,8 @@ func (a *app) command() *cobra.Command {
 	pf.StringVar(&a.tenant, "tenant", "", "tenant to act as (default $LOGLINE_TENANT)")
 	pf.StringVar(&a.user, "user", "", "user to act as (default $LOGLINE_USER)")
 	pf.BoolVar(&a.json, "json", false, "print machine-readable output")
-	root.AddCommand(a.migrateCmd(), a.keysCmd(), a.spansCmd(), a.verifyCmd(), a.devCmd())
+	root.AddCommand(a.migrateCmd(), a.keysCmd(), a.spansCmd(), a.verifyCmd(), a.devCmd(),
+		a.seedCmd(), a.publishCmd(), a.runCmd(), a.bootCmd())
 	return root
 }
 

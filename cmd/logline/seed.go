@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/span"
+	"github.com/logline/logline/host/stage0"
+	"github.com/logline/logline/seeds"
+)
+
+// Seed spans belong to the operator unless --tenant/--user say otherwise.
+const (
+	operatorTenant = "logline"
+	operatorUser   = "operator"
+)
+
+func (a *app) seedCmd() *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "seed [--key FILE]",
+		Short: "Load the seed spans (manifest, stock kernels and policies); idempotent",
+		Long: `Loads seeds/*.ndjson. A seed span whose content already is the latest version of its id
+is skipped; a changed one is appended as the next version. With --key the spans are signed
+by that key and the manifest trusts it (trusted_keys), so kernels signed with it may boot.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			p := ledger.User(operatorTenant, operatorUser)
+			if a.hasPrincipal() {
+				var err error
+				if p, err = a.principal(); err != nil {
+					return err
+				}
+			}
+			var key *span.Key
+			if keyFile != "" {
+				var err error
+				if key, err = span.LoadKey(keyFile); err != nil {
+					return usageError{err}
+				}
+			}
+			spans, err := loadSeeds(key)
+			if err != nil {
+				return err
+			}
+			l, err := a.open(ctx, a.nodeKeyFile())
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			added, kept := 0, 0
+			for _, s := range spans {
+				prev, err := l.Latest(ctx, p, s.ID)
+				switch {
+				case err == nil:
+					if sameContent(prev, s) {
+						kept++
+						continue
+					}
+					s.Seq, s.PrevHash = prev.Seq+1, prev.CurrHash
+				case errors.Is(err, ledger.ErrNotFound):
+				default:
+					return err
+				}
+				if key != nil {
+					if err := ledger.Fill(p, &s, span.FormatTime(time.Now())); err != nil {
+						return err
+					}
+					if err := key.Seal(&s); err != nil {
+						return err
+					}
+				} else {
+					s.PrevHash = ""
+				}
+				if _, err := l.Append(ctx, p, s); err != nil {
+					return fmt.Errorf("error seeding %s (%s): %w", s.ID, s.Name, err)
+				}
+				added++
+			}
+			if a.json {
+				return a.writeJSON(map[string]int{"appended": added, "unchanged": kept})
+			}
+			a.printf("seeded: %d appended, %d unchanged\n", added, kept)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "sign the seed spans with this key and trust it in the manifest")
+	return cmd
+}
+
+// loadSeeds reads the embedded seed files in name order; with a key, the
+// manifest lists its public key among trusted_keys.
+func loadSeeds(key *span.Key) ([]span.Span, error) {
+	names, err := fs.Glob(seeds.FS, "*.ndjson")
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(names)
+	var out []span.Span
+	for _, n := range names {
+		raw, err := seeds.FS.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		spans, err := span.Decode(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fmt.Errorf("seeds/%s: %w", n, err)
+		}
+		out = append(out, spans...)
+	}
+	if key == nil {
+		return out, nil
+	}
+	for i := range out {
+		if out[i].ID != stage0.ManifestID {
+			continue
+		}
+		var meta map[string]any
+		if err := json.Unmarshal(out[i].Metadata, &meta); err != nil {
+			return nil, fmt.Errorf("seeds: manifest metadata: %w", err)
+		}
+		trusted, _ := meta["trusted_keys"].([]any)
+		meta["trusted_keys"] = append(trusted, key.PublicHex())
+		if out[i].Metadata, err = json.Marshal(meta); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// sameContent compares two spans ignoring what each version gets anew (seq,
+// at, proofs) and what the ledger fills (tenant, owner).
+func sameContent(a, b span.Span) bool {
+	norm := func(s span.Span) string {
+		s.Seq, s.At, s.PrevHash, s.CurrHash, s.Signature, s.PublicKey, s.TenantID, s.OwnerID = 0, "", "", "", "", "", "", ""
+		if s.Visibility == "" {
+			s.Visibility = span.DefaultVisibility
+		}
+		c, err := s.Canonical()
+		if err != nil {
+			return fmt.Sprint(err)
+		}
+		return string(c)
+	}
+	return norm(a) == norm(b)
+}

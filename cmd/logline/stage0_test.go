@@ -1,0 +1,116 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logline/logline/host/sandbox/wasmtest"
+	"github.com/logline/logline/host/span"
+	"github.com/logline/logline/host/stage0"
+)
+
+func writeFile(t *testing.T, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(p, b, 0o644))
+	return p
+}
+
+var publishedID = regexp.MustCompile(`published ([0-9a-f-]{36}) seq (\d+)`)
+
+func TestSeedPublishBootRun(t *testing.T) {
+	t.Parallel()
+	env := newEnv(t)
+	dir := t.TempDir()
+	admin, node := filepath.Join(dir, "admin.key"), filepath.Join(dir, "node.key")
+	require.Equal(t, 0, cli(t, nil, "", "keys", "gen", "--out", admin).code)
+	require.Equal(t, 0, cli(t, nil, "", "keys", "gen", "--out", node).code)
+	env["LOGLINE_KEY_FILE"] = node
+	op := map[string]string{"DATABASE_URL": env["DATABASE_URL"], "LOGLINE_KEY_FILE": node}
+
+	// seed: the manifest, trusting the admin key; again: nothing changes.
+	r := cli(t, op, "", "seed", "--key", admin)
+	require.Equal(t, 0, r.code, r.err)
+	require.Equal(t, "seeded: 1 appended, 0 unchanged\n", r.out)
+	r = cli(t, op, "", "seed", "--key", admin)
+	require.Equal(t, 0, r.code, r.err)
+	require.Equal(t, "seeded: 0 appended, 1 unchanged\n", r.out)
+
+	// publish a kernel signed by the admin key, and a function.
+	kernel := writeFile(t, "hello.wasm", wasmtest.Outputs(`{"hello":"kernel"}`))
+	r = cli(t, env, "", "publish", kernel, "--name", "hello", "--kind", "kernel", "--key", admin)
+	require.Equal(t, 0, r.code, r.err)
+	kid := publishedID.FindStringSubmatch(r.out)[1]
+	r = cli(t, env, "", "publish", kernel, "--id", kid, "--name", "hello", "--kind", "kernel", "--key", admin)
+	require.Equal(t, 0, r.code, r.err)
+	require.Equal(t, "1", publishedID.FindStringSubmatch(r.out)[2], "a second publish is the next version")
+
+	// Not in the manifest yet: refused.
+	r = cli(t, op, "", "boot", kid)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.err, "refused: not_allowed")
+
+	// The operator allows it: a new manifest version.
+	got := cli(t, map[string]string{"DATABASE_URL": env["DATABASE_URL"], "LOGLINE_TENANT": "logline", "LOGLINE_USER": "operator"},
+		"", "spans", "get", stage0.ManifestID)
+	require.Equal(t, 0, got.code, got.err)
+	var man span.Span
+	require.NoError(t, json.Unmarshal([]byte(got.out), &man))
+	var meta map[string]any
+	require.NoError(t, json.Unmarshal(man.Metadata, &meta))
+	meta["allowed_boot_ids"] = []string{kid}
+	man.Metadata, _ = json.Marshal(meta)
+	man.Seq, man.PrevHash, man.Signature = 1, man.CurrHash, ""
+	next, _ := json.Marshal(man)
+	r = cli(t, map[string]string{"DATABASE_URL": env["DATABASE_URL"], "LOGLINE_TENANT": "logline", "LOGLINE_USER": "operator"},
+		string(next), "spans", "sign", "--key", admin)
+	require.Equal(t, 0, r.code, r.err)
+	r = cli(t, map[string]string{"DATABASE_URL": env["DATABASE_URL"], "LOGLINE_TENANT": "logline", "LOGLINE_USER": "operator"},
+		r.out, "spans", "append")
+	require.Equal(t, 0, r.code, r.err)
+
+	r = cli(t, op, "", "boot", kid, "--env", "SPAN_ID=x", "--json")
+	require.Equal(t, 0, r.code, r.err)
+	var ex span.Span
+	require.NoError(t, json.Unmarshal([]byte(r.out), &ex))
+	require.Equal(t, "complete", ex.Status)
+	require.JSONEq(t, `{"hello":"kernel"}`, string(ex.Output))
+	require.NoError(t, span.Verify(&ex))
+	r = cli(t, op, "", "boot", kid, "--env", "nokey")
+	require.Equal(t, 2, r.code)
+
+	// run: a function's execution span is appended and printed; a failing
+	// one exits 1 with its typed error.
+	fn := writeFile(t, "sum.wasm", wasmtest.Outputs(`{"sum":3}`))
+	r = cli(t, env, "", "publish", fn, "--name", "sum", "--kind", "function")
+	require.Equal(t, 0, r.code, r.err)
+	fid := publishedID.FindStringSubmatch(r.out)[1]
+	r = cli(t, env, "", "run", fid, "--input", `{"a":1,"b":2}`)
+	require.Equal(t, 0, r.code, r.err)
+	require.Contains(t, r.out, `output: {"sum":3}`)
+	spin := writeFile(t, "spin.wasm", wasmtest.Spins())
+	r = cli(t, env, "", "publish", spin, "--name", "spin", "--kind", "function")
+	require.Equal(t, 0, r.code, r.err)
+	r = cli(t, env, "", "run", publishedID.FindStringSubmatch(r.out)[1])
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.out, "fuel_exhausted")
+	r = cli(t, env, "", "run", fid, "--input", `{bad`)
+	require.Equal(t, 2, r.code)
+
+	// Code that could never run is refused at publish, and nothing is written.
+	before := rows(t, env["DATABASE_URL"])
+	bad := writeFile(t, "bad.wasm", []byte("not wasm"))
+	r = cli(t, env, "", "publish", bad, "--name", "bad", "--kind", "function")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.err, "invalid_module")
+	forbidden := writeFile(t, "f.wasm", wasmtest.Module([]wasmtest.Import{{Name: "launch_missiles", Results: []byte{wasmtest.I32}}}, nil, 0, wasmtest.I32Const(0)))
+	r = cli(t, env, "", "publish", forbidden, "--name", "f", "--kind", "function")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.err, "forbidden_import")
+	require.Equal(t, before, rows(t, env["DATABASE_URL"]))
+}

@@ -1,0 +1,298 @@
+package stage0
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"lukechampine.com/blake3"
+
+	"github.com/logline/logline/abi"
+	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/sandbox"
+	"github.com/logline/logline/host/sandbox/extism"
+	"github.com/logline/logline/host/span"
+)
+
+// Host boots kernels and runs functions. It is safe for concurrent use.
+type Host struct {
+	ledger *ledger.Ledger
+	rt     *sandbox.Runtime
+	ext    *extism.Runtime
+}
+
+// New makes a Host. The ledger should carry the node key (ledger.WithKey):
+// boot events and execution spans are signed with it. ext runs `extism`
+// spans; nil refuses them.
+func New(l *ledger.Ledger, rt *sandbox.Runtime, ext *extism.Runtime) *Host {
+	return &Host{ledger: l, rt: rt, ext: ext}
+}
+
+// program is loaded code of any runtime, ready to run.
+type program struct {
+	hash string
+	run  func(context.Context, sandbox.Request) sandbox.Result
+}
+
+// Runtimes of code spans.
+const (
+	RuntimeWasm    = "wasm"    // code is the module, base64 (std encoding)
+	RuntimeExtism  = "extism"  // code is the plugin, base64
+	RuntimeQuickJS = "quickjs" // code is JavaScript source
+)
+
+// EncodeModule is how a wasm module is stored in a span's code column (a
+// text column cannot hold raw bytes).
+func EncodeModule(wasm []byte) string { return base64.StdEncoding.EncodeToString(wasm) }
+
+// ModuleHash is the hash recorded in metadata.module_hash when a module is
+// published: lowercase hex BLAKE3-256 of the module bytes.
+func ModuleHash(wasm []byte) string {
+	h := blake3.Sum256(wasm)
+	return fmt.Sprintf("%x", h[:])
+}
+
+// module decodes and loads the code of a span, checking it against the
+// module_hash the span declares.
+func (h *Host) module(ctx context.Context, s *span.Span) (*program, error) {
+	switch {
+	case s.Runtime == RuntimeWasm:
+	case s.Runtime == RuntimeExtism && h.ext != nil:
+	case s.Runtime == RuntimeQuickJS, s.Runtime == RuntimeExtism:
+		return nil, refuse(abi.CodeInvalidModule, "span %s: runtime %q is not available on this host", s.ID, s.Runtime)
+	default:
+		return nil, refuse(abi.CodeInvalidModule, "span %s: unknown runtime %q (want wasm or extism)", s.ID, s.Runtime)
+	}
+	wasm, err := base64.StdEncoding.DecodeString(s.Code)
+	if err != nil {
+		return nil, refuse(abi.CodeInvalidModule, "span %s: code is not base64: %v", s.ID, err)
+	}
+	var meta struct {
+		ModuleHash string `json:"module_hash"`
+	}
+	if len(s.Metadata) > 0 {
+		_ = json.Unmarshal(s.Metadata, &meta)
+	}
+	if meta.ModuleHash != "" && meta.ModuleHash != ModuleHash(wasm) {
+		return nil, refuse(abi.CodeHashMismatch, "span %s seq %d: module hashes to %s, the span declares %s",
+			s.ID, s.Seq, ModuleHash(wasm), meta.ModuleHash)
+	}
+	var p *program
+	if s.Runtime == RuntimeExtism {
+		pl, lerr := h.ext.Load(ctx, wasm)
+		err = lerr
+		if err == nil {
+			p = &program{hash: pl.Hash, run: func(ctx context.Context, req sandbox.Request) sandbox.Result {
+				return h.ext.Run(ctx, pl, req)
+			}}
+		}
+	} else {
+		m, lerr := h.rt.Load(ctx, wasm)
+		err = lerr
+		if err == nil {
+			p = &program{hash: m.Hash, run: func(ctx context.Context, req sandbox.Request) sandbox.Result {
+				return h.rt.Run(ctx, m, req)
+			}}
+		}
+	}
+	if err != nil {
+		var se *sandbox.Error
+		if errors.As(err, &se) {
+			return nil, refuse(se.Code, "span %s: %s", s.ID, se.Message)
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+// Boot is Stage-0: it runs kernel id (its latest seq) if the manifest allows
+// it, after verifying its hash and, when the manifest requires it, its
+// signature by a trusted key. It appends a boot_event, runs the kernel under
+// its tenant's service principal with env, and appends and returns the
+// execution span. A refusal is a *Refusal saying why, and nothing runs.
+func (h *Host) Boot(ctx context.Context, id string, env map[string]string) (span.Span, error) {
+	m, err := h.LoadManifest(ctx)
+	if err != nil {
+		return span.Span{}, err
+	}
+	if !m.Allowed(id) {
+		return span.Span{}, refuse(abi.CodeNotAllowed, "kernel %s is not in the manifest's allowed_boot_ids", id)
+	}
+	k, err := h.ledger.Latest(ctx, ledger.System(), id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return span.Span{}, refuse(CodeNotFound, "kernel %s: no such span", id)
+	}
+	if err != nil {
+		return span.Span{}, err
+	}
+	if err := span.Verify(&k); err != nil {
+		return span.Span{}, refuse(abi.CodeHashMismatch, "kernel %s seq %d: %v", k.ID, k.Seq, err)
+	}
+	if m.RequireSignedKernels {
+		if k.Signature == "" {
+			return span.Span{}, refuse(abi.CodeUnsigned, "kernel %s seq %d is unsigned and the manifest requires signed kernels", k.ID, k.Seq)
+		}
+		if !m.Trusted(k.PublicKey) {
+			return span.Span{}, refuse(abi.CodeUnsigned, "kernel %s seq %d is signed by %s, a key the manifest does not trust", k.ID, k.Seq, k.PublicKey)
+		}
+	}
+	mod, err := h.module(ctx, &k)
+	if err != nil {
+		return span.Span{}, err
+	}
+	p := ledger.Service(k.TenantID, "edge:stage0")
+	envKeys := make([]string, 0, len(env))
+	for key := range env {
+		envKeys = append(envKeys, key)
+	}
+	input, _ := json.Marshal(map[string]any{"boot_id": id, "seq": k.Seq, "env": envKeys})
+	boot := span.Span{
+		EntityType: "boot_event", Who: "edge:stage0", Did: "booted", This: "stage0", Status: "complete",
+		Input: input, OwnerID: k.OwnerID, Visibility: k.Visibility, RelatedTo: []string{k.ID},
+	}
+	if _, err := h.ledger.Append(ctx, p, boot); err != nil {
+		return span.Span{}, fmt.Errorf("error recording the boot event: %w", err)
+	}
+	caps := &kernelCaps{h: h, p: p, m: m}
+	defer caps.release(ctx) // leases end with the run, whatever the sandbox did
+	req := sandbox.Request{Tenant: k.TenantID, Tier: abi.TierKernel, Env: env, Limits: h.limits(m, &k), Caps: caps}
+	return h.execute(ctx, p, &k, mod, req)
+}
+
+// Run runs a function or policy span (its latest seq visible to p) once as a
+// tier-2 sandbox with input, and appends and returns its execution span.
+func (h *Host) Run(ctx context.Context, p ledger.Principal, id string, input json.RawMessage) (span.Span, error) {
+	f, err := h.ledger.Latest(ctx, p, id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return span.Span{}, refuse(CodeNotFound, "span %s: no such function or policy visible to %s", id, p)
+	}
+	if err != nil {
+		return span.Span{}, err
+	}
+	tier := abi.TierFunction
+	switch f.EntityType {
+	case "function":
+	case "policy":
+		tier = abi.TierPolicy
+	default:
+		return span.Span{}, refuse(abi.CodeNotAllowed, "span %s is a %s, not a function or policy", id, f.EntityType)
+	}
+	if err := span.Verify(&f); err != nil {
+		return span.Span{}, refuse(abi.CodeHashMismatch, "span %s seq %d: %v", f.ID, f.Seq, err)
+	}
+	m, err := h.LoadManifest(ctx)
+	if err != nil {
+		var r *Refusal
+		if !errors.As(err, &r) || r.Code != CodeNotFound {
+			return span.Span{}, err
+		}
+		m = &Manifest{} // no manifest yet: default limits
+	}
+	mod, err := h.module(ctx, &f)
+	if err != nil {
+		return span.Span{}, err
+	}
+	req := sandbox.Request{Tenant: f.TenantID, Tier: tier, Input: input, Limits: h.limits(m, &f)}
+	return h.execute(ctx, ledger.Service(f.TenantID, "edge:run_code"), &f, mod, req)
+}
+
+// DefaultMaxFuel bounds a span's own fuel request when the manifest sets no
+// limits.max_fuel.
+const DefaultMaxFuel = 100_000_000
+
+// limits are the sandbox defaults, then the manifest's, then the code span's
+// own metadata.limits.fuel (a kernel or function that needs more than the
+// default asks for it in its span, which its hash and signature cover),
+// bounded by the manifest's max_fuel.
+func (h *Host) limits(m *Manifest, code *span.Span) sandbox.Limits {
+	lim := sandbox.DefaultLimits()
+	if m.Limits.Fuel > 0 {
+		lim.Fuel = m.Limits.Fuel
+	}
+	if m.Limits.MemoryPages > 0 {
+		lim.MemoryPages = m.Limits.MemoryPages
+	}
+	var own struct {
+		Limits struct {
+			Fuel int64 `json:"fuel"`
+		} `json:"limits"`
+	}
+	if len(code.Metadata) > 0 && json.Unmarshal(code.Metadata, &own) == nil && own.Limits.Fuel > 0 {
+		maxFuel := m.Limits.MaxFuel
+		if maxFuel <= 0 {
+			maxFuel = DefaultMaxFuel
+		}
+		lim.Fuel = min(own.Limits.Fuel, maxFuel)
+	}
+	return lim
+}
+
+// execute runs mod and appends the execution span, owned by the code's
+// owner, written by the tenant's service principal, signed by the node key.
+func (h *Host) execute(ctx context.Context, p ledger.Principal, code *span.Span, mod *program, req sandbox.Request) (span.Span, error) {
+	trace := uuid.NewString()
+	if req.Seed == 0 {
+		req.Seed = seedFrom(trace)
+	}
+	res := mod.run(ctx, req)
+	dur := int32(res.Duration.Milliseconds())
+	meta, _ := json.Marshal(map[string]any{
+		"fuel_used": res.FuelUsed, "host_calls": res.HostCalls, "code_seq": code.Seq, "tier": string(req.Tier),
+		"module_hash": mod.hash,
+	})
+	ex := span.Span{
+		EntityType: "execution", Who: "edge:stage0", Did: "executed", This: code.Name, Status: "complete",
+		ParentID: code.ID, RelatedTo: []string{code.ID}, OwnerID: code.OwnerID, Visibility: "private",
+		DurationMs: &dur, TraceID: trace, Metadata: meta,
+	}
+	if ex.This == "" {
+		ex.This = code.EntityType
+	}
+	if len(req.Input) > 0 {
+		ex.Input = jsonOrString(req.Input)
+	}
+	if res.Err != nil {
+		ex.Status = "error"
+		ex.Error, _ = json.Marshal(res.Err)
+	} else if len(res.Output) > 0 {
+		ex.Output = jsonOrString(res.Output)
+	}
+	out, err := h.ledger.Append(ctx, p, ex)
+	if err != nil {
+		return span.Span{}, fmt.Errorf("error recording the execution of %s: %w", code.ID, err)
+	}
+	return out[0], nil
+}
+
+// jsonOrString keeps JSON as JSON and wraps anything else as a JSON string,
+// so any bytes a guest outputs can be recorded.
+func jsonOrString(b []byte) json.RawMessage {
+	if json.Valid(b) {
+		return json.RawMessage(b)
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+func seedFrom(trace string) uint64 {
+	h := blake3.Sum256([]byte(trace))
+	var s uint64
+	for _, b := range h[:8] {
+		s = s<<8 | uint64(b)
+	}
+	return s
+}
+
+// Check refuses code that could never run, before it is published: a wasm
+// module or Extism plugin must decode, load and import only what the host
+// provides. JavaScript is checked when it runs.
+func (h *Host) Check(ctx context.Context, s *span.Span) error {
+	if s.Runtime == RuntimeQuickJS {
+		return nil
+	}
+	_, err := h.module(ctx, s)
+	return err
+}

@@ -1,0 +1,95 @@
+// Package stage0 is the only code outside the ledger that decides what runs:
+// it reads the latest manifest, refuses kernels the manifest does not allow,
+// verifies a kernel's hash and (when required) its signature by a trusted key,
+// records a boot_event, and runs the kernel in the sandbox with the full ABI
+// under its tenant's service principal. It also runs single functions and
+// policies as tier-2 sandboxes (logline run) and records every run as a
+// signed execution span.
+//
+// It imports host/ledger, host/sandbox, host/span and abi; never HTTP.
+package stage0
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/logline/logline/abi"
+	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/span"
+)
+
+// ManifestID is the manifest's stable id (seed §6, Appendix A).
+const ManifestID = "00000000-0000-4000-8000-0000000000aa"
+
+// Manifest is the governance document in the manifest span's metadata.
+type Manifest struct {
+	Kernels              map[string]string `json:"kernels"`
+	AllowedBootIDs       []string          `json:"allowed_boot_ids"`
+	TrustedKeys          []string          `json:"trusted_keys"`
+	RequireSignedKernels bool              `json:"require_signed_kernels"`
+	Limits               struct {
+		Fuel        int64  `json:"fuel,omitempty"`
+		MemoryPages uint32 `json:"memory_pages,omitempty"`
+		// MaxFuel bounds what a kernel or function may ask for in its own
+		// metadata.limits.fuel (default DefaultMaxFuel).
+		MaxFuel int64 `json:"max_fuel,omitempty"`
+	} `json:"limits"`
+	HTTPAllowlist []string `json:"http_allowlist"`
+
+	span span.Span
+}
+
+// Span is the manifest span it was read from.
+func (m *Manifest) Span() span.Span { return m.span }
+
+// Allowed reports whether id may boot.
+func (m *Manifest) Allowed(id string) bool { return slices.Contains(m.AllowedBootIDs, id) }
+
+// Trusted reports whether publicKeyHex is a key the manifest trusts.
+func (m *Manifest) Trusted(publicKeyHex string) bool {
+	return slices.Contains(m.TrustedKeys, publicKeyHex)
+}
+
+// Refusal is why Stage-0 would not run something: its Code is one of the
+// abi.Code* strings (not_allowed, hash_mismatch, unsigned, invalid_module,
+// forbidden_import) or "not_found".
+type Refusal struct {
+	Code    string
+	Message string
+}
+
+func (r *Refusal) Error() string { return r.Code + ": " + r.Message }
+
+// CodeNotFound is the refusal code for a span that does not exist (or is
+// not visible).
+const CodeNotFound = "not_found"
+
+func refuse(code, format string, a ...any) *Refusal {
+	return &Refusal{Code: code, Message: fmt.Sprintf(format, a...)}
+}
+
+// LoadManifest reads the latest version of the manifest. The manifest is
+// trusted only if it verifies; a manifest whose hash does not match refuses
+// everything.
+func (h *Host) LoadManifest(ctx context.Context) (*Manifest, error) {
+	s, err := h.ledger.Latest(ctx, ledger.System(), ManifestID)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, refuse(CodeNotFound, "no manifest %s: run `logline seed`", ManifestID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := span.Verify(&s); err != nil {
+		return nil, refuse(abi.CodeHashMismatch, "manifest %s seq %d does not verify: %v", s.ID, s.Seq, err)
+	}
+	m := &Manifest{span: s}
+	if len(s.Metadata) > 0 {
+		if err := json.Unmarshal(s.Metadata, m); err != nil {
+			return nil, fmt.Errorf("manifest %s seq %d: malformed metadata: %w", s.ID, s.Seq, err)
+		}
+	}
+	return m, nil
+}
