@@ -148,6 +148,19 @@ func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([
 // insert seals (with seal, in order, on its own goroutine) and inserts spans
 // in one pipelined implicit transaction on one connection.
 func (l *Ledger) insert(ctx context.Context, p Principal, spans []span.Span, seal func(int) error) error {
+	if len(spans) == 1 {
+		// Nothing to overlap: seal, then one pipelined batch (the principal
+		// and the INSERT in a single round trip).
+		if err := seal(0); err != nil {
+			return err
+		}
+		b, err := l.batch(p)
+		if err != nil {
+			return err
+		}
+		b.Queue(insertSpan, textParams(&spans[0])...)
+		return l.send(ctx, b)
+	}
 	sealed := make(chan error, len(spans))
 	go func() {
 		for i := range spans {

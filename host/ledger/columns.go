@@ -60,6 +60,19 @@ func textArgs(s *span.Span) [][]byte {
 	}
 }
 
+// textParams is textArgs for pgx: text-format values (nil for NULL) that
+// Postgres parses by the columns' types, as in the pipelined path.
+func textParams(s *span.Span) []any {
+	raw := textArgs(s)
+	out := make([]any, len(raw))
+	for i, v := range raw {
+		if v != nil {
+			out[i] = string(v)
+		}
+	}
+	return out
+}
+
 // txt is a text parameter; "" (absent) is NULL.
 func txt(v string) []byte {
 	if v == "" {
