@@ -6,6 +6,8 @@
 // It imports only the standard library, so GOOS=wasip1 guests can use it.
 package abi
 
+import "strconv"
+
 // Version is the ABI version a module is built against. A module may export
 // the i32 global `logline_abi_version`; when present it must equal Version.
 const Version = 1
@@ -67,6 +69,29 @@ const (
 	ErrBusy             = -6 // lock held by another run
 	ErrTimeout          = -7 // the host call's deadline passed
 )
+
+// ErrName is the stable name of an Err* code, the text of the code of the
+// Error left as the pending result: capability_denied, invalid, not_found,
+// limit, failed, busy, timeout; any other code is "error(N)".
+func ErrName(code int32) string {
+	switch code {
+	case ErrCapabilityDenied:
+		return "capability_denied"
+	case ErrInvalid:
+		return "invalid"
+	case ErrNotFound:
+		return "not_found"
+	case ErrLimit:
+		return "limit"
+	case ErrFailed:
+		return "failed"
+	case ErrBusy:
+		return "busy"
+	case ErrTimeout:
+		return "timeout"
+	}
+	return "error(" + strconv.Itoa(int(code)) + ")"
+}
 
 // Log levels for log().
 const (

@@ -3,7 +3,6 @@ package sandbox
 import (
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/logline/logline/abi"
 )
@@ -45,7 +44,7 @@ type CallError struct {
 	Message string
 }
 
-func (e *CallError) Error() string { return CodeName(e.Code) + ": " + e.Message }
+func (e *CallError) Error() string { return abi.ErrName(e.Code) + ": " + e.Message }
 
 // CallErrorf returns a *CallError with the given abi.Err* code.
 func CallErrorf(code int32, format string, args ...any) error {
@@ -66,29 +65,6 @@ func NotFound(format string, args ...any) error {
 // Invalid returns the error of a malformed request (bad JSON, bad span).
 func Invalid(format string, args ...any) error {
 	return CallErrorf(abi.ErrInvalid, format, args...)
-}
-
-// CodeName is the stable name of an abi.Err* code, the text of the code of
-// the abi.Error left as the pending result: capability_denied, invalid,
-// not_found, limit, failed, busy, timeout.
-func CodeName(code int32) string {
-	switch code {
-	case abi.ErrCapabilityDenied:
-		return "capability_denied"
-	case abi.ErrInvalid:
-		return "invalid"
-	case abi.ErrNotFound:
-		return "not_found"
-	case abi.ErrLimit:
-		return "limit"
-	case abi.ErrFailed:
-		return "failed"
-	case abi.ErrBusy:
-		return "busy"
-	case abi.ErrTimeout:
-		return "timeout"
-	}
-	return "error(" + strconv.Itoa(int(code)) + ")"
 }
 
 func knownCode(code int32) bool { return code <= abi.ErrCapabilityDenied && code >= abi.ErrTimeout }

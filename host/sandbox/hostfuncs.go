@@ -94,7 +94,7 @@ func (rs *runState) chargeBytes(n int, shift uint) { rs.charge(int64(n) >> shift
 // fail leaves an abi.Error as the pending result and returns code.
 func (rs *runState) fail(code int32, format string, args ...any) int32 {
 	msg := clip(fmt.Sprintf(format, args...))
-	rs.pending, _ = json.Marshal(abi.Error{Code: CodeName(code), Message: msg})
+	rs.pending, _ = json.Marshal(abi.Error{Code: abi.ErrName(code), Message: msg})
 	return code
 }
 
@@ -137,7 +137,7 @@ func (rs *runState) capCall(fn string, call func(context.Context) error) int32 {
 		deadline = rs.deadline
 	}
 	ctx, cancel := context.WithDeadline(rs.ctx, deadline)
-	err := safeCall(func() error { return call(ctx) })
+	err := SafeCall(func() error { return call(ctx) })
 	expired := errors.Is(ctx.Err(), context.DeadlineExceeded)
 	cancel()
 	if cause := rs.expired(); cause != nil {

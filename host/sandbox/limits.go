@@ -65,9 +65,9 @@ func DefaultLimits() Limits {
 	}
 }
 
-// withDefaults fills zero (or negative) fields from DefaultLimits and
-// clamps memory to maxPages.
-func (l Limits) withDefaults(maxPages uint32) Limits {
+// WithDefaults fills zero (or negative) fields from DefaultLimits and
+// clamps MemoryPages to maxPages (the runtime's Config.MaxMemoryPages).
+func (l Limits) WithDefaults(maxPages uint32) Limits {
 	d := DefaultLimits()
 	if l.Fuel <= 0 {
 		l.Fuel = d.Fuel

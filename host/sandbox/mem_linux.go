@@ -4,11 +4,13 @@ package sandbox
 
 import "syscall"
 
-// mapMemory reserves size bytes of zeroed memory outside the Go heap: pages
-// cost nothing until the guest touches them, and unmapMemory returns them to
-// the system at once, whatever the garbage collector's pace. It returns nil
-// if the system refuses (the caller falls back to the Go heap).
-func mapMemory(size uint64) []byte {
+// MapMemory reserves size bytes of zeroed memory outside the Go heap, for a
+// guest's linear memory: pages cost nothing until the guest touches them,
+// and UnmapMemory returns them to the system at once, whatever the garbage
+// collector's pace. It returns nil if the system refuses, or where mappings
+// are not available (other than Linux): the caller then falls back to the
+// Go heap.
+func MapMemory(size uint64) []byte {
 	if size == 0 || size > 1<<40 {
 		return nil
 	}
@@ -20,6 +22,6 @@ func mapMemory(size uint64) []byte {
 	return b
 }
 
-// unmapMemory releases a mapping made by mapMemory (the whole slice it
+// UnmapMemory releases a mapping made by MapMemory (the whole slice it
 // returned).
-func unmapMemory(b []byte) { _ = syscall.Munmap(b) }
+func UnmapMemory(b []byte) { _ = syscall.Munmap(b) }

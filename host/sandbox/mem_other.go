@@ -2,7 +2,9 @@
 
 package sandbox
 
-// mapMemory is not available here: linear memories live in the Go heap.
-func mapMemory(uint64) []byte { return nil }
+// MapMemory is not available here: it returns nil, and linear memories live
+// in the Go heap.
+func MapMemory(uint64) []byte { return nil }
 
-func unmapMemory([]byte) {}
+// UnmapMemory does nothing here: MapMemory makes no mappings.
+func UnmapMemory([]byte) {}

@@ -91,7 +91,7 @@ func (lm *linearMemory) Reallocate(size uint64) []byte {
 		return lm.buf
 	}
 	reserve := max(size, min(lm.limit, lm.max))
-	if m := mapMemory(reserve); m != nil {
+	if m := MapMemory(reserve); m != nil {
 		copy(m, lm.buf)
 		lm.release()
 		lm.mapping = m
@@ -119,7 +119,7 @@ func (lm *linearMemory) Free() {}
 func (lm *linearMemory) release() {
 	if lm.mapping != nil {
 		reservedBytes.Add(-int64(len(lm.mapping)))
-		unmapMemory(lm.mapping)
+		UnmapMemory(lm.mapping)
 		lm.mapping = nil
 	} else {
 		reservedBytes.Add(-int64(cap(lm.buf)))

@@ -96,6 +96,27 @@ type Recording struct {
 	Truncated bool
 }
 
+// AddNow records a value now() returned, up to the cap of 4096 values;
+// beyond it, it sets Truncated.
+func (r *Recording) AddNow(v int64) {
+	if len(r.Now) < maxRecordNow {
+		r.Now = append(r.Now, v)
+	} else {
+		r.Truncated = true
+	}
+}
+
+// AddRandom records random bytes handed to the guest, up to the cap of
+// 64 KiB; what is beyond it is dropped and sets Truncated.
+func (r *Recording) AddRandom(b []byte) {
+	room := maxRecordRandom - len(r.Random)
+	if len(b) > room {
+		b = b[:room]
+		r.Truncated = true
+	}
+	r.Random = append(r.Random, b...)
+}
+
 const (
 	maxRecordNow    = 4096
 	maxRecordRandom = 64 << 10
@@ -235,23 +256,14 @@ func (rs *runState) recordNow(v int64) {
 	if rs.init {
 		return
 	}
-	if len(rs.rec.Now) < maxRecordNow {
-		rs.rec.Now = append(rs.rec.Now, v)
-	} else {
-		rs.rec.Truncated = true
-	}
+	rs.rec.AddNow(v)
 }
 
 func (rs *runState) recordRandom(b []byte) {
 	if rs.init {
 		return
 	}
-	room := maxRecordRandom - len(rs.rec.Random)
-	if len(b) > room {
-		b = b[:room]
-		rs.rec.Truncated = true
-	}
-	rs.rec.Random = append(rs.rec.Random, b...)
+	rs.rec.AddRandom(b)
 }
 
 // abort ends the run with the given error.
@@ -383,7 +395,7 @@ func (r *Runtime) run(ctx context.Context, m *Module, req Request) Result {
 	if err := ctx.Err(); err != nil {
 		return Result{Err: &abi.Error{Code: abi.CodeTimeout, Message: "run canceled by the host before it started"}}
 	}
-	lim := req.Limits.withDefaults(r.cfg.MaxMemoryPages)
+	lim := req.Limits.WithDefaults(r.cfg.MaxMemoryPages)
 	inst, warm, e, logs := r.acquire(ctx, m, req.Tenant, lim)
 	if e != nil {
 		return Result{Err: e, Logs: logs, Recorded: Recording{Seed: req.Seed}}
@@ -430,20 +442,32 @@ func (r *Runtime) unlockAll(ctx context.Context, rs *runState) {
 	if len(rs.locks) == 0 {
 		return
 	}
-	base := context.WithoutCancel(ctx)
-	for _, key := range rs.locks {
-		c, cancel := context.WithTimeout(base, rs.lim.HostCallTimeout)
-		err := safeCall(func() error { return rs.caps.Unlock(c, key) })
-		cancel()
-		if err != nil {
-			rs.logs.add(abi.LogWarn, "host", []byte(clip(fmt.Sprintf("releasing lock %q at the end of the run: %v", key, err))))
-		}
+	for _, note := range UnlockAll(ctx, rs.caps, rs.locks, rs.lim.HostCallTimeout) {
+		rs.logs.add(abi.LogWarn, "host", []byte(note))
 	}
 	rs.locks = nil
 }
 
-// safeCall runs an embedder's function, turning a panic into an error.
-func safeCall(f func() error) (err error) {
+// UnlockAll releases with caps.Unlock the locks a run still holds when it
+// ends, whatever happened: each call gets its own deadline of timeout, and
+// ctx's cancellation does not stop them. It returns a note for the run's
+// log (a warning) for each lock it could not release.
+func UnlockAll(ctx context.Context, caps Capabilities, keys []string, timeout time.Duration) (notes []string) {
+	base := context.WithoutCancel(ctx)
+	for _, key := range keys {
+		c, cancel := context.WithTimeout(base, timeout)
+		err := SafeCall(func() error { return caps.Unlock(c, key) })
+		cancel()
+		if err != nil {
+			notes = append(notes, clip(fmt.Sprintf("releasing lock %q at the end of the run: %v", key, err)))
+		}
+	}
+	return notes
+}
+
+// SafeCall runs an embedder's function (a Capabilities method), turning a
+// panic into an error.
+func SafeCall(f func() error) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("capability panicked: %v", p)

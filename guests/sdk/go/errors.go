@@ -2,7 +2,6 @@ package logline
 
 import (
 	"errors"
-	"strconv"
 
 	"github.com/logline/logline/abi"
 )
@@ -54,25 +53,8 @@ var (
 // result at its row or byte cap: the rows returned are a prefix.
 var ErrTruncated = errors.New("logline: sql: result truncated at the host's row or byte cap")
 
-// CodeName is the stable name of an abi.Err* code, as in abi/ABI.md.
-func CodeName(code int32) string {
-	switch code {
-	case abi.ErrCapabilityDenied:
-		return "capability_denied"
-	case abi.ErrInvalid:
-		return "invalid"
-	case abi.ErrNotFound:
-		return "not_found"
-	case abi.ErrLimit:
-		return "limit"
-	case abi.ErrFailed:
-		return "failed"
-	case abi.ErrBusy:
-		return "busy"
-	case abi.ErrTimeout:
-		return "timeout"
-	}
-	return "error(" + strconv.Itoa(int(code)) + ")"
-}
+// CodeName is the stable name of an abi.Err* code, as in abi/ABI.md
+// (abi.ErrName).
+func CodeName(code int32) string { return abi.ErrName(code) }
 
 func sentinel(code int32) *Error { return &Error{Code: code, Name: CodeName(code)} }

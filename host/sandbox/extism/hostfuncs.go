@@ -114,7 +114,7 @@ func okValue(v any) answer {
 func fail(code int32, format string, args ...any) answer {
 	b, _ := json.Marshal(struct {
 		Error abi.Error `json:"error"`
-	}{abi.Error{Code: sandbox.CodeName(code), Message: clip(fmt.Sprintf(format, args...))}})
+	}{abi.Error{Code: abi.ErrName(code), Message: clip(fmt.Sprintf(format, args...))}})
 	return b
 }
 
@@ -145,7 +145,7 @@ func (rs *runState) deny(why string) {
 // is the failure to hand back.
 func (rs *runState) capCall(fn string, f func(context.Context) error) answer {
 	ctx, cancel := context.WithTimeout(rs.ctx, rs.lim.HostCallTimeout)
-	err := safeCall(func() error { return f(ctx) })
+	err := sandbox.SafeCall(func() error { return f(ctx) })
 	expired := errors.Is(ctx.Err(), context.DeadlineExceeded)
 	cancel()
 	if rs.ctx.Err() != nil {
@@ -199,7 +199,7 @@ func hLog(rs *runState, req []byte) answer {
 }
 
 func hNow(rs *runState, _ []byte) answer {
-	rs.recordNow(rs.start)
+	rs.rec.AddNow(rs.start)
 	return okJSON(strconv.AppendInt(nil, rs.start, 10))
 }
 
@@ -216,7 +216,7 @@ func hRandom(rs *runState, req []byte) answer {
 	rs.charge(int64(r.Len) >> hashShift)
 	b := make([]byte, r.Len)
 	_, _ = rs.rng.Read(b)
-	rs.recordRandom(b)
+	rs.rec.AddRandom(b)
 	return okValue(hex.EncodeToString(b))
 }
 

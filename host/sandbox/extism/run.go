@@ -19,10 +19,8 @@ import (
 )
 
 const (
-	pageSize        = 65536
-	maxRecordNow    = 4096
-	maxRecordRandom = 64 << 10
-	maxMessage      = 1024
+	pageSize   = 65536
+	maxMessage = 1024
 )
 
 type runKey struct{}
@@ -54,36 +52,6 @@ type runState struct {
 	start int64
 	rng   *rand.ChaCha8
 	rec   sandbox.Recording
-}
-
-func limitsWithDefaults(l sandbox.Limits, maxPages uint32) sandbox.Limits {
-	d := sandbox.DefaultLimits()
-	if l.Fuel <= 0 {
-		l.Fuel = d.Fuel
-	}
-	if l.MemoryPages == 0 {
-		l.MemoryPages = d.MemoryPages
-	}
-	l.MemoryPages = min(l.MemoryPages, maxPages)
-	if l.OutputBytes <= 0 {
-		l.OutputBytes = d.OutputBytes
-	}
-	if l.LogBytes <= 0 {
-		l.LogBytes = d.LogBytes
-	}
-	if l.HostCalls <= 0 {
-		l.HostCalls = d.HostCalls
-	}
-	if l.Spans <= 0 {
-		l.Spans = d.Spans
-	}
-	if l.HostCallTimeout <= 0 {
-		l.HostCallTimeout = d.HostCallTimeout
-	}
-	if l.Wall <= 0 {
-		l.Wall = d.Wall
-	}
-	return l
 }
 
 func newRunState(req sandbox.Request, lim sandbox.Limits) *runState {
@@ -148,7 +116,7 @@ func (lm *linearMemory) Reallocate(size uint64) []byte {
 		lm.buf = lm.buf[:size]
 		return lm.buf
 	}
-	if m := mapMemory(max(size, min(lm.limit, lm.max))); m != nil {
+	if m := sandbox.MapMemory(max(size, min(lm.limit, lm.max))); m != nil {
 		copy(m, lm.buf)
 		lm.release()
 		lm.mapping = m
@@ -169,7 +137,7 @@ func (lm *linearMemory) Free() {}
 
 func (lm *linearMemory) release() {
 	if lm.mapping != nil {
-		unmapMemory(lm.mapping)
+		sandbox.UnmapMemory(lm.mapping)
 		lm.mapping = nil
 	}
 	lm.buf = nil
@@ -217,23 +185,6 @@ func (rs *runState) charge(n int64) {
 	}
 }
 
-func (rs *runState) recordNow(v int64) {
-	if len(rs.rec.Now) < maxRecordNow {
-		rs.rec.Now = append(rs.rec.Now, v)
-	} else {
-		rs.rec.Truncated = true
-	}
-}
-
-func (rs *runState) recordRandom(b []byte) {
-	room := maxRecordRandom - len(rs.rec.Random)
-	if len(b) > room {
-		b = b[:room]
-		rs.rec.Truncated = true
-	}
-	rs.rec.Random = append(rs.rec.Random, b...)
-}
-
 // Run calls the plugin's `run` once, on a fresh instance. It never panics
 // and never fails the host: everything that goes wrong is in Result.Err.
 func (r *Runtime) Run(ctx context.Context, p *Plugin, req sandbox.Request) sandbox.Result {
@@ -247,7 +198,7 @@ func (r *Runtime) run(ctx context.Context, p *Plugin, req sandbox.Request) (res 
 	if p == nil || p.r != r {
 		return sandbox.Result{Err: &abi.Error{Code: abi.CodeInvalidModule, Message: "plugin not loaded by this runtime"}}
 	}
-	lim := limitsWithDefaults(req.Limits, r.cfg.MaxMemoryPages)
+	lim := req.Limits.WithDefaults(r.cfg.MaxMemoryPages)
 	rs := newRunState(req, lim)
 	wallCtx, cancel := context.WithTimeout(ctx, lim.Wall)
 	defer cancel()
@@ -409,26 +360,10 @@ func (r *Runtime) unlockAll(ctx context.Context, rs *runState) {
 	if len(rs.locks) == 0 {
 		return
 	}
-	base := context.WithoutCancel(ctx)
-	for _, key := range rs.locks {
-		c, cancel := context.WithTimeout(base, rs.lim.HostCallTimeout)
-		err := safeCall(func() error { return rs.caps.Unlock(c, key) })
-		cancel()
-		if err != nil {
-			rs.logs.add(abi.LogWarn, "host", []byte(clip(fmt.Sprintf("releasing lock %q at the end of the run: %v", key, err))))
-		}
+	for _, note := range sandbox.UnlockAll(ctx, rs.caps, rs.locks, rs.lim.HostCallTimeout) {
+		rs.logs.add(abi.LogWarn, "host", []byte(note))
 	}
 	rs.locks = nil
-}
-
-// safeCall runs an embedder's function, turning a panic into an error.
-func safeCall(f func() error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("capability panicked: %v", p)
-		}
-	}()
-	return f()
 }
 
 func firstLine(s string) string {
