@@ -275,6 +275,12 @@ func TestPooledConnectionCarriesNoPrincipal(t *testing.T) {
 	_, err = l.Append(ctx, ledger.User("A", "alice"), s)
 	require.Error(t, err)
 	check("after a failed append")
+	_, err = l.Append(ctx, ledger.User("A", "alice"), fn("x"), fn("y"), s)
+	require.Error(t, err)
+	check("after a failed batch")
+	_, err = l.Append(ctx, ledger.User("A", "alice"), fn("x"), fn("y"))
+	require.NoError(t, err)
+	check("after a batch")
 	_, err = l.Verify(ctx, ledger.System(), ledger.Scope{})
 	require.NoError(t, err)
 	check("after verify")
@@ -529,4 +535,26 @@ func newID(t *testing.T) string {
 	id, err := newUUID()
 	require.NoError(t, err)
 	return id
+}
+
+func TestBatchRejectedByTheServerWritesNothing(t *testing.T) {
+	t.Parallel()
+	b, ctx := setup(t), ctxT(t)
+	p := ledger.User("A", "alice")
+	first, err := b.ledger.Append(ctx, p, fn("exists"))
+	require.NoError(t, err)
+	before := b.count(t)
+	// The third span reuses an existing id at seq 0: only the database can
+	// tell, after the first two were already streamed to it.
+	clash := fn("clash")
+	clash.ID = first[0].ID
+	for round := 0; round < 3; round++ {
+		_, err = b.ledger.Append(ctx, p, fn("a"), fn("b"), clash, fn("c"))
+		require.ErrorIs(t, err, ledger.ErrSeqConflict)
+		require.Equal(t, before, b.count(t), "nothing of a failed batch is written")
+	}
+	// The pool is healthy afterwards.
+	_, err = b.ledger.Append(ctx, p, fn("after"), fn("after2"))
+	require.NoError(t, err)
+	require.Equal(t, before+2, b.count(t))
 }
