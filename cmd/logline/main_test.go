@@ -3,42 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/logline/logline/host/ledger"
-	"github.com/logline/logline/host/localpg"
+	"github.com/logline/logline/host/ledger/ledgertest"
 )
 
-var (
-	testPG   *localpg.TestServer
-	template string
-)
+var testPG *ledgertest.Server
 
-func TestMain(m *testing.M) { os.Exit(testMain(m)) }
-
-func testMain(m *testing.M) int {
-	ctx := context.Background()
-	ts, err := localpg.ForTests(ctx)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "private postgres:", err)
-		return 1
-	}
-	defer ts.Close()
-	testPG = ts
-	template, err = ts.NewTemplate(ctx, "cli_tmpl", func(ctx context.Context, url string) error {
-		_, _, err := ledger.Migrate(ctx, url)
-		return err
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "migrate template:", err)
-		return 1
-	}
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(ledgertest.Main(m, "cli", &testPG)) }
 
 // result is one CLI invocation's outcome.
 type result struct {
@@ -60,6 +35,6 @@ func cli(t *testing.T, env map[string]string, stdin string, args ...string) resu
 // env is a fresh migrated database and a principal for the CLI.
 func newEnv(t *testing.T) map[string]string {
 	t.Helper()
-	url := testPG.TestDatabase(t, "cli", localpg.WithTemplate(template))
+	url := testPG.Database(t, "cli")
 	return map[string]string{"DATABASE_URL": url, "LOGLINE_TENANT": "acme", "LOGLINE_USER": "alice"}
 }

@@ -15,38 +15,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logline/logline/host/ledger"
-	"github.com/logline/logline/host/localpg"
+	"github.com/logline/logline/host/ledger/ledgertest"
 	"github.com/logline/logline/host/span"
 )
 
-var (
-	testServer *localpg.TestServer
-	template   string // a migrated database every test clones
-)
+var testServer *ledgertest.Server
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	ctx := context.Background()
-	ts, err := localpg.ForTests(ctx)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "private postgres:", err)
-		return 1
-	}
-	defer ts.Close()
-	testServer = ts
-	template, err = ts.NewTemplate(ctx, "ledger_tmpl", func(ctx context.Context, url string) error {
-		_, _, err := ledger.Migrate(ctx, url)
-		return err
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "migrate template:", err)
-		return 1
-	}
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(ledgertest.Main(m, "ledger", &testServer)) }
 
 // testBundle is one test's database: a fresh clone of the migrated template.
 type testBundle struct {
@@ -58,10 +33,7 @@ type testBundle struct {
 
 func setup(t testing.TB) *testBundle {
 	t.Helper()
-	ctx := context.Background()
-	url, err := testServer.NewDatabase(ctx, "ledger", localpg.WithTemplate(template))
-	require.NoError(t, err)
-	return bundleFor(t, url)
+	return bundleFor(t, testServer.Database(t, "ledger"))
 }
 
 // bundleFor wraps a migrated database.

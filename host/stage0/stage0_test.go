@@ -3,7 +3,6 @@ package stage0_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -12,7 +11,7 @@ import (
 
 	"github.com/logline/logline/abi"
 	"github.com/logline/logline/host/ledger"
-	"github.com/logline/logline/host/localpg"
+	"github.com/logline/logline/host/ledger/ledgertest"
 	"github.com/logline/logline/host/sandbox"
 	"github.com/logline/logline/host/sandbox/extism"
 	"github.com/logline/logline/host/sandbox/wasmtest"
@@ -20,32 +19,9 @@ import (
 	"github.com/logline/logline/host/stage0"
 )
 
-var (
-	testPG   *localpg.TestServer
-	template string
-)
+var testPG *ledgertest.Server
 
-func TestMain(m *testing.M) { os.Exit(testMain(m)) }
-
-func testMain(m *testing.M) int {
-	ctx := context.Background()
-	ts, err := localpg.ForTests(ctx)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "private postgres:", err)
-		return 1
-	}
-	defer ts.Close()
-	testPG = ts
-	template, err = ts.NewTemplate(ctx, "stage0_tmpl", func(ctx context.Context, url string) error {
-		_, _, err := ledger.Migrate(ctx, url)
-		return err
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "migrate template:", err)
-		return 1
-	}
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(ledgertest.Main(m, "stage0", &testPG)) }
 
 type bundle struct {
 	ledger *ledger.Ledger
@@ -58,7 +34,7 @@ var operator = ledger.User("logline", "operator")
 func setup(t *testing.T, requireSigned bool, allowed ...string) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	url := testPG.TestDatabase(t, "stage0", localpg.WithTemplate(template))
+	url := testPG.Database(t, "stage0")
 	node, err := span.GenerateKey()
 	require.NoError(t, err)
 	l, err := ledger.Open(ctx, url, ledger.WithKey(node))
