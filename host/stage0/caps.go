@@ -177,17 +177,11 @@ func (c *kernelCaps) Exec(ctx context.Context, req abi.ExecRequest) (abi.ExecRes
 	return res, nil
 }
 
-// HTTP sends a request to a URL the manifest's http_allowlist permits (a
-// list of URL prefixes), with a time budget and a capped response body.
+// HTTP sends a request to a URL the manifest's http_allowlist permits, with
+// a time budget and a capped response body. Redirects are not followed: a
+// redirect could leave the allowlist.
 func (c *kernelCaps) HTTP(ctx context.Context, req abi.HTTPRequest) (abi.HTTPResponse, error) {
-	allowed := false
-	for _, prefix := range c.m.HTTPAllowlist {
-		if prefix != "" && strings.HasPrefix(req.URL, prefix) {
-			allowed = true
-			break
-		}
-	}
-	if !allowed {
+	if !c.m.AllowsURL(req.URL) {
 		return abi.HTTPResponse{}, callErr(abi.ErrCapabilityDenied, "http: %q is not in the manifest's http_allowlist", req.URL)
 	}
 	method := req.Method
@@ -203,7 +197,7 @@ func (c *kernelCaps) HTTP(ctx context.Context, req abi.HTTPRequest) (abi.HTTPRes
 	for k, v := range req.Headers {
 		hr.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(hr)
+	resp, err := httpClient.Do(hr)
 	if err != nil {
 		if ctx.Err() != nil {
 			return abi.HTTPResponse{}, callErr(abi.ErrTimeout, "http: %v", err)
@@ -223,6 +217,12 @@ func (c *kernelCaps) HTTP(ctx context.Context, req abi.HTTPRequest) (abi.HTTPRes
 		out.Headers[k] = resp.Header.Get(k)
 	}
 	return out, nil
+}
+
+// httpClient never follows redirects: the guest sees the 3xx and may ask
+// for the new location, which is then checked against the allowlist.
+var httpClient = &http.Client{
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
 // release gives back every lock the run still holds.

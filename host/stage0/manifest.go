@@ -14,7 +14,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/logline/logline/abi"
 	"github.com/logline/logline/host/ledger"
@@ -47,6 +49,37 @@ func (m *Manifest) Span() span.Span { return m.span }
 
 // Allowed reports whether id may boot.
 func (m *Manifest) Allowed(id string) bool { return slices.Contains(m.AllowedBootIDs, id) }
+
+// AllowsURL reports whether raw is under an entry of http_allowlist: the
+// same scheme and host (port included) and a path under the entry's path.
+// A plain string prefix would let "https://api.example.com" admit
+// "https://api.example.com.evil.net".
+func (m *Manifest) AllowsURL(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || u.User != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return false
+	}
+	for _, seg := range strings.Split(u.Path, "/") {
+		if seg == "." || seg == ".." {
+			return false // a server would resolve it out from under the prefix
+		}
+	}
+	for _, entry := range m.HTTPAllowlist {
+		a, err := url.Parse(entry)
+		if err != nil || a.Host == "" {
+			continue
+		}
+		if !strings.EqualFold(a.Scheme, u.Scheme) || !strings.EqualFold(a.Host, u.Host) {
+			continue
+		}
+		prefix := strings.TrimSuffix(a.EscapedPath(), "/")
+		p := u.EscapedPath()
+		if prefix == "" || p == prefix || strings.HasPrefix(p, prefix+"/") {
+			return true
+		}
+	}
+	return false
+}
 
 // Trusted reports whether publicKeyHex is a key the manifest trusts.
 func (m *Manifest) Trusted(publicKeyHex string) bool {

@@ -3,6 +3,8 @@ package stage0_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
@@ -267,4 +269,56 @@ func TestRunsExtismPlugins(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "error", ex.Status)
 	require.Contains(t, string(ex.Error), abi.CodeFuelExhausted)
+}
+
+func TestKernelHTTPOnlyToTheAllowlist(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/redirect" {
+			http.Redirect(w, r, "http://example.invalid/steal", http.StatusFound)
+			return
+		}
+		_, _ = w.Write([]byte(`pong ` + r.URL.Path))
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	b := setup(t, false, kernelID)
+	// The operator allows srv/api only.
+	man, err := b.ledger.Latest(ctx, ledger.System(), stage0.ManifestID)
+	require.NoError(t, err)
+	meta, _ := json.Marshal(map[string]any{"allowed_boot_ids": []string{kernelID}, "http_allowlist": []string{srv.URL + "/api"}})
+	man.Seq, man.PrevHash, man.Signature, man.Metadata = 1, man.CurrHash, "", meta
+	b.signedAppend(t, operator, b.admin, man)
+
+	boot := func(url string, seq int32) span.Span {
+		req, _ := json.Marshal(abi.HTTPRequest{Method: "GET", URL: url})
+		s := codeSpan(kernelID, "kernel", "fetch", wasmtest.Calls(abi.FnHTTP, string(req)))
+		if seq > 0 {
+			prev, err := b.ledger.Latest(ctx, ledger.System(), kernelID)
+			require.NoError(t, err)
+			s.Seq, s.PrevHash = seq, prev.CurrHash
+		}
+		b.signedAppend(t, ledger.User("acme", "author"), nil, s)
+		ex, err := b.host.Boot(ctx, kernelID, nil)
+		require.NoError(t, err)
+		return ex
+	}
+	ex := boot(srv.URL+"/api/ping", 0)
+	require.Equal(t, "complete", ex.Status, string(ex.Error))
+	var resp abi.HTTPResponse
+	require.NoError(t, json.Unmarshal(ex.Output, &resp))
+	require.Equal(t, 200, resp.Status)
+	require.Equal(t, "pong /api/ping", resp.Body)
+
+	// Outside the allowlist: denied, and the run that then fails says so.
+	ex = boot(srv.URL+"/admin", 1)
+	require.Equal(t, "error", ex.Status)
+	require.Contains(t, string(ex.Error), abi.CodeCapabilityDenied)
+	require.Contains(t, string(ex.Error), "http_allowlist")
+
+	// A redirect is handed back, not followed.
+	ex = boot(srv.URL+"/api/redirect", 2)
+	require.Equal(t, "complete", ex.Status, string(ex.Error))
+	require.NoError(t, json.Unmarshal(ex.Output, &resp))
+	require.Equal(t, http.StatusFound, resp.Status)
 }
