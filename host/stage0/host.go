@@ -159,7 +159,7 @@ func (h *Host) Boot(ctx context.Context, id string, env map[string]string) (span
 	caps := &kernelCaps{h: h, p: p, m: m}
 	defer caps.release(ctx) // leases end with the run, whatever the sandbox did
 	req := sandbox.Request{Tenant: k.TenantID, Tier: abi.TierKernel, Env: env, Limits: h.limits(m, &k), Caps: caps}
-	return h.execute(ctx, p, &k, mod, req)
+	return h.execute(ctx, p, k.OwnerID, &k, mod, req)
 }
 
 // Run runs a function or policy span (its latest seq visible to p) once as a
@@ -196,7 +196,16 @@ func (h *Host) Run(ctx context.Context, p ledger.Principal, id string, input jso
 		return span.Span{}, err
 	}
 	req := sandbox.Request{Tenant: f.TenantID, Tier: tier, Input: input, Limits: h.limits(m, &f)}
-	return h.execute(ctx, ledger.Service(f.TenantID, "edge:run_code"), &f, mod, req)
+	// The run is the caller's: its execution span is written in the
+	// caller's tenant, owned by the caller — or, for a kernel running its
+	// own tenant's code, by the code's owner. Running another tenant's
+	// public function never writes into that tenant.
+	owner := p.User
+	if p.Kind == ledger.KindService && f.TenantID == p.Tenant {
+		owner = f.OwnerID
+	}
+	req.Tenant = p.Tenant
+	return h.execute(ctx, p, owner, &f, mod, req)
 }
 
 // DefaultMaxFuel bounds a span's own fuel request when the manifest sets no
@@ -230,9 +239,9 @@ func (h *Host) limits(m *Manifest, code *span.Span) sandbox.Limits {
 	return lim
 }
 
-// execute runs mod and appends the execution span, owned by the code's
-// owner, written by the tenant's service principal, signed by the node key.
-func (h *Host) execute(ctx context.Context, p ledger.Principal, code *span.Span, mod *program, req sandbox.Request) (span.Span, error) {
+// execute runs mod and appends the execution span, written by p for owner,
+// signed by the node key.
+func (h *Host) execute(ctx context.Context, p ledger.Principal, owner string, code *span.Span, mod *program, req sandbox.Request) (span.Span, error) {
 	trace := uuid.NewString()
 	if req.Seed == 0 {
 		req.Seed = seedFrom(trace)
@@ -245,7 +254,7 @@ func (h *Host) execute(ctx context.Context, p ledger.Principal, code *span.Span,
 	})
 	ex := span.Span{
 		EntityType: "execution", Who: "edge:stage0", Did: "executed", This: code.Name, Status: "complete",
-		ParentID: code.ID, RelatedTo: []string{code.ID}, OwnerID: code.OwnerID, Visibility: "private",
+		ParentID: code.ID, RelatedTo: []string{code.ID}, OwnerID: owner, Visibility: "private",
 		DurationMs: &dur, TraceID: trace, Metadata: meta,
 	}
 	if ex.This == "" {

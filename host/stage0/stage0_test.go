@@ -217,6 +217,17 @@ func TestFunctionsCannotReachKernelCapabilities(t *testing.T) {
 	var r *stage0.Refusal
 	require.ErrorAs(t, err, &r)
 	require.Equal(t, stage0.CodeNotFound, r.Code)
+
+	// A public function run by another tenant is that tenant's run: its
+	// execution span lands in the caller's tenant, never in the author's.
+	pub := codeSpan("", "function", "public", wasmtest.Outputs(`{"ok":true}`))
+	pub.Visibility = "public"
+	pf := b.signedAppend(t, alice, nil, pub)
+	ex, err = b.host.Run(ctx, ledger.User("other", "eve"), pf.ID, nil)
+	require.NoError(t, err)
+	require.Equal(t, "complete", ex.Status)
+	require.Equal(t, "other", ex.TenantID)
+	require.Equal(t, "eve", ex.OwnerID)
 }
 
 func TestRunRecordsGuestLimits(t *testing.T) {
