@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/span"
+	"github.com/logline/logline/host/stage0"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while a command writes to it.
@@ -85,6 +87,9 @@ func TestDevWithPrivatePostgresReusesData(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(raw, &info))
 	require.Equal(t, dbURL, info.DatabaseURL)
+	key, err := span.LoadKey(info.KeyFile)
+	require.NoError(t, err)
+	require.Equal(t, key.PublicHex(), info.PublicKey)
 
 	ctx := context.Background()
 	l, err := ledger.Open(ctx, dbURL)
@@ -103,6 +108,19 @@ func TestDevWithPrivatePostgresReusesData(t *testing.T) {
 	got, err := l.Latest(ctx, ledger.User("acme", "alice"), out[0].ID)
 	require.NoError(t, err)
 	require.Equal(t, out[0].CurrHash, got.CurrHash)
+
+	// The same dev key, and the seeded manifest (signed by it) trusts it,
+	// once: a second start seeds nothing new.
+	raw, err = os.ReadFile(filepath.Join(data, "dev.json"))
+	require.NoError(t, err)
+	var again devInfo
+	require.NoError(t, json.Unmarshal(raw, &again))
+	require.Equal(t, info.PublicKey, again.PublicKey)
+	man, err := l.Get(ctx, ledger.System(), stage0.ManifestID)
+	require.NoError(t, err)
+	require.Len(t, man, 1)
+	require.Equal(t, info.PublicKey, man[0].PublicKey)
+	require.Contains(t, string(man[0].Metadata), info.PublicKey)
 }
 
 func TestDevWithDatabaseURL(t *testing.T) {
@@ -113,10 +131,10 @@ func TestDevWithDatabaseURL(t *testing.T) {
 	require.Equal(t, url, got)
 	require.FileExists(t, filepath.Join(data, "dev.json"))
 	require.NoDirExists(t, filepath.Join(data, "pg"), "no private server when DATABASE_URL is set")
-	require.Equal(t, 0, rowsAfterStop(t, url, stop))
+	require.Equal(t, 1, rowsAfterStop(t, url, stop), "migrated and seeded: the manifest")
 }
 
-// rowsAfterStop stops dev and counts rows: the schema exists (dev migrated).
+// rowsAfterStop stops dev and counts rows.
 func rowsAfterStop(t *testing.T, url string, stop func() int) int {
 	require.Equal(t, 0, stop())
 	return rows(t, url)

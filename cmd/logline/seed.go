@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,43 +49,14 @@ by that key and the manifest trusts it (trusted_keys), so kernels signed with it
 					return usageError{err}
 				}
 			}
-			spans, err := loadSeeds(key)
-			if err != nil {
-				return err
-			}
 			l, err := a.open(ctx, a.nodeKeyFile())
 			if err != nil {
 				return err
 			}
 			defer l.Close()
-			added, kept := 0, 0
-			for _, s := range spans {
-				prev, err := l.Latest(ctx, p, s.ID)
-				switch {
-				case err == nil:
-					if sameContent(prev, s) {
-						kept++
-						continue
-					}
-					s.Seq, s.PrevHash = prev.Seq+1, prev.CurrHash
-				case errors.Is(err, ledger.ErrNotFound):
-				default:
-					return err
-				}
-				if key != nil {
-					if err := ledger.Fill(p, &s, span.FormatTime(time.Now())); err != nil {
-						return err
-					}
-					if err := key.Seal(&s); err != nil {
-						return err
-					}
-				} else {
-					s.PrevHash = ""
-				}
-				if _, err := l.Append(ctx, p, s); err != nil {
-					return fmt.Errorf("error seeding %s (%s): %w", s.ID, s.Name, err)
-				}
-				added++
+			added, kept, err := seed(ctx, l, p, key)
+			if err != nil {
+				return err
 			}
 			if a.json {
 				return a.writeJSON(map[string]int{"appended": added, "unchanged": kept})
@@ -95,6 +67,44 @@ by that key and the manifest trusts it (trusted_keys), so kernels signed with it
 	}
 	cmd.Flags().StringVar(&keyFile, "key", "", "sign the seed spans with this key and trust it in the manifest")
 	return cmd
+}
+
+// seed appends the seed spans whose content is not already the latest
+// version of their id, signed by key (nil: sealed by the ledger), as p.
+func seed(ctx context.Context, l *ledger.Ledger, p ledger.Principal, key *span.Key) (added, kept int, err error) {
+	spans, err := loadSeeds(key)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, s := range spans {
+		prev, err := l.Latest(ctx, p, s.ID)
+		switch {
+		case err == nil:
+			if sameContent(prev, s) {
+				kept++
+				continue
+			}
+			s.Seq, s.PrevHash = prev.Seq+1, prev.CurrHash
+		case errors.Is(err, ledger.ErrNotFound):
+		default:
+			return added, kept, err
+		}
+		if key != nil {
+			if err := ledger.Fill(p, &s, span.FormatTime(time.Now())); err != nil {
+				return added, kept, err
+			}
+			if err := key.Seal(&s); err != nil {
+				return added, kept, err
+			}
+		} else {
+			s.PrevHash = ""
+		}
+		if _, err := l.Append(ctx, p, s); err != nil {
+			return added, kept, fmt.Errorf("error seeding %s (%s): %w", s.ID, s.Name, err)
+		}
+		added++
+	}
+	return added, kept, nil
 }
 
 // loadSeeds reads the embedded seed files in name order; with a key, the
