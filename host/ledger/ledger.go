@@ -85,9 +85,6 @@ func (l *Ledger) Close() {
 // statements through Exec (host internals only).
 func (l *Ledger) Pool() *pgxpool.Pool { return l.pool }
 
-// Key returns the node key, or nil.
-func (l *Ledger) Key() *span.Key { return l.key }
-
 // setPrincipal is the first statement of every transaction. The role comes
 // first in the select list, so the remaining settings and every later
 // statement run as the serving role. is_local=true scopes all four to the
