@@ -99,7 +99,6 @@ func br(l uint32) []byte            { return cat([]byte{opBr}, uleb(uint64(l))) 
 func brIf(l uint32) []byte          { return cat([]byte{opBrIf}, uleb(uint64(l))) }
 func load(o uint32) []byte          { return cat([]byte{opI32Load, 2}, uleb(uint64(o))) }
 func store(o uint32) []byte         { return cat([]byte{opI32Store, 2}, uleb(uint64(o))) }
-func load8u(o uint32) []byte        { return cat([]byte{opI32Load8U, 0}, uleb(uint64(o))) }
 func store8(o uint32) []byte        { return cat([]byte{opI32Store8, 0}, uleb(uint64(o))) }
 func memGrow() []byte               { return []byte{opMemoryGrow, 0} }
 func memSize() []byte               { return []byte{opMemorySize, 0} }
@@ -169,11 +168,6 @@ func (b *builder) run(locals [][]byte, code ...[]byte) *builder {
 
 func (b *builder) mem(minPages uint32) *builder {
 	b.memory = cat([]byte{0x00}, uleb(uint64(minPages)))
-	return b
-}
-
-func (b *builder) memMax(minPages, maxPages uint32) *builder {
-	b.memory = cat([]byte{0x01}, uleb(uint64(minPages)), uleb(uint64(maxPages)))
 	return b
 }
 
