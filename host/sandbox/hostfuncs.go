@@ -349,43 +349,37 @@ func hostUnlock(ctx context.Context, _ api.Module, stack []uint64) {
 	setI32(stack, code)
 }
 
-func hostExec(ctx context.Context, _ api.Module, stack []uint64) {
-	rs := enter(ctx)
-	if !rs.allowed(abi.FnExec) {
-		setI64(stack, abi.ErrCapabilityDenied)
-		return
+// jsonCapability is a kernel capability that takes a JSON request and
+// answers JSON through the pending result (exec, http).
+func jsonCapability[Req, Resp any](fn string, call func(*runState, context.Context, Req) (Resp, error)) api.GoModuleFunc {
+	return func(ctx context.Context, _ api.Module, stack []uint64) {
+		rs := enter(ctx)
+		if !rs.allowed(fn) {
+			setI64(stack, abi.ErrCapabilityDenied)
+			return
+		}
+		var req Req
+		if code := rs.decode(fn, uint32(stack[0]), uint32(stack[1]), &req); code < 0 {
+			setI64(stack, int64(code))
+			return
+		}
+		var out Resp
+		code := rs.capCall(fn, func(ctx context.Context) (err error) {
+			out, err = call(rs, ctx, req)
+			return err
+		})
+		setI64(stack, rs.answer(fn, code, out))
 	}
-	var req abi.ExecRequest
-	if code := rs.decode(abi.FnExec, uint32(stack[0]), uint32(stack[1]), &req); code < 0 {
-		setI64(stack, int64(code))
-		return
-	}
-	var out abi.ExecResult
-	code := rs.capCall(abi.FnExec, func(ctx context.Context) (err error) {
-		out, err = rs.caps.Exec(ctx, req)
-		return err
-	})
-	setI64(stack, rs.answer(abi.FnExec, code, out))
 }
 
-func hostHTTP(ctx context.Context, _ api.Module, stack []uint64) {
-	rs := enter(ctx)
-	if !rs.allowed(abi.FnHTTP) {
-		setI64(stack, abi.ErrCapabilityDenied)
-		return
-	}
-	var req abi.HTTPRequest
-	if code := rs.decode(abi.FnHTTP, uint32(stack[0]), uint32(stack[1]), &req); code < 0 {
-		setI64(stack, int64(code))
-		return
-	}
-	var out abi.HTTPResponse
-	code := rs.capCall(abi.FnHTTP, func(ctx context.Context) (err error) {
-		out, err = rs.caps.HTTP(ctx, req)
-		return err
+var (
+	hostExec = jsonCapability(abi.FnExec, func(rs *runState, ctx context.Context, req abi.ExecRequest) (abi.ExecResult, error) {
+		return rs.caps.Exec(ctx, req)
 	})
-	setI64(stack, rs.answer(abi.FnHTTP, code, out))
-}
+	hostHTTP = jsonCapability(abi.FnHTTP, func(rs *runState, ctx context.Context, req abi.HTTPRequest) (abi.HTTPResponse, error) {
+		return rs.caps.HTTP(ctx, req)
+	})
+)
 
 // answer leaves the JSON of a capability's reply as the pending result.
 func (rs *runState) answer(fn string, code int32, v any) int64 {
