@@ -1,7 +1,6 @@
 package meter
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
 )
@@ -83,39 +82,9 @@ func (m *module) numGlobals() uint64 {
 }
 
 func instrumentModule(wasm []byte, opts *Options) ([]byte, error) {
-	if len(wasm) < len(wasmHeader) || !bytes.Equal(wasm[:4], wasmHeader[:4]) {
-		return nil, fmt.Errorf("%w: not a wasm binary (bad magic)", ErrMalformed)
-	}
-	if !bytes.Equal(wasm[4:8], wasmHeader[4:]) {
-		return nil, fmt.Errorf("%w: unsupported wasm binary version % x", ErrMalformed, wasm[4:8])
-	}
-
-	// Split into sections and check their order.
-	r := &reader{b: wasm, pos: len(wasmHeader)}
-	var sections []section
-	lastRank := 0
-	for !r.eof() {
-		id, _ := r.byte()
-		size, err := r.u32()
-		if err != nil {
-			return nil, err
-		}
-		start := r.pos
-		content, err := r.bytes(uint64(size))
-		if err != nil {
-			return nil, err
-		}
-		if id != secCustom {
-			rank := sectionRank(id)
-			if rank == 0 {
-				return nil, fmt.Errorf("%w: unknown section id %d at offset %d", ErrMalformed, id, start)
-			}
-			if rank <= lastRank {
-				return nil, fmt.Errorf("%w: section id %d out of order or duplicated at offset %d", ErrMalformed, id, start)
-			}
-			lastRank = rank
-		}
-		sections = append(sections, section{id: id, start: start, content: content})
+	sections, err := splitSections(wasm)
+	if err != nil {
+		return nil, err
 	}
 
 	var m module
