@@ -29,6 +29,11 @@
 // (meter.Instrument). Exports of those names by the module itself are
 // invalid_module.
 //
+// An interpreter (the QuickJS guest) also exports `logline_prepare`
+// () -> i32: Runtime.Prepare makes a module whose instances call it once,
+// after `_initialize` and with the script as their input, so that the
+// script is parsed and compiled in the snapshot every run starts from.
+//
 // # Determinism
 //
 // The same module on the same Request (input, env, seed, clock, answers of

@@ -6,8 +6,9 @@ import "time"
 type Limits struct {
 	// Fuel is the instruction budget of the run (meter's cost table: about
 	// one unit per wasm instruction; host calls cost a fixed amount plus
-	// one unit per 16 bytes they move). `_initialize` gets a budget of its
-	// own of the same size, once per instance.
+	// one unit per 16 bytes they move). An instance's initialization
+	// (start function, `_initialize`, `logline_prepare`) gets a budget of
+	// its own, once per instance: the larger of Fuel and Config.InitFuel.
 	Fuel int64
 	// MemoryPages caps linear memory, in 64 KiB pages. It is clamped to
 	// Config.MaxMemoryPages.

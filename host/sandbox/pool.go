@@ -18,7 +18,7 @@ import (
 const pageSize = 65536
 
 type poolKey struct {
-	hash, tenant string
+	module, tenant string // Module.key
 }
 
 // pool holds the idle instances of one (module hash, tenant), most recently
@@ -140,7 +140,7 @@ type snapshot struct {
 // or a new one. A failure to instantiate comes back as a run error, with
 // the logs of the failed initialization.
 func (r *Runtime) acquire(ctx context.Context, m *Module, tenant string, lim Limits) (*instance, bool, *abi.Error, []LogLine) {
-	key := poolKey{m.Hash, tenant}
+	key := poolKey{m.key, tenant}
 	for {
 		r.mu.Lock()
 		if r.closed {
@@ -158,7 +158,7 @@ func (r *Runtime) acquire(ctx context.Context, m *Module, tenant string, lim Lim
 			}
 			continue
 		}
-		if r.modules[m.Hash] == m {
+		if r.modules[m.key] == m {
 			r.modLRU.MoveToFront(m.lru)
 		}
 		if p := r.pools[key]; p != nil && len(p.idle) > 0 {
@@ -238,18 +238,29 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 		inst.close()
 		return nil, e, rs.logs.finish()
 	}
-	// The start function, then _initialize, share one budget of fuel.
-	inst.fuel.Set(uint64(lim.Fuel))
+	// The start function, _initialize and logline_prepare share one
+	// budget of fuel, at least Config.InitFuel.
+	inst.fuel.Set(uint64(max(lim.Fuel, r.cfg.InitFuel)))
+	rs.lim.Fuel = max(lim.Fuel, r.cfg.InitFuel)
 	for _, fn := range []struct {
 		name string
 		has  bool
-	}{{startExport, m.hasStart}, {"_initialize", m.hasInit}} {
+	}{{startExport, m.hasStart}, {"_initialize", m.hasInit}, {prepareExport, m.init != nil}} {
 		if !fn.has {
 			continue
 		}
-		err := mod.ExportedFunction(fn.name).CallWithStack(callCtx, nil)
+		var err error
+		var ret uint32
+		if fn.name == prepareExport {
+			rs.input = m.init
+			inst.stack[0] = 0
+			err = mod.ExportedFunction(fn.name).CallWithStack(callCtx, inst.stack[:])
+			ret = uint32(inst.stack[0])
+		} else {
+			err = mod.ExportedFunction(fn.name).CallWithStack(callCtx, nil)
+		}
 		remaining := int64(inst.fuel.Get())
-		e := rs.classify(err, 0, remaining, true)
+		e := rs.classify(err, ret, remaining, true)
 		if e == nil && mod.IsClosed() {
 			e = &abi.Error{Code: abi.CodeGuestError, Message: "exited"}
 		}
@@ -257,6 +268,11 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 			inst.close()
 			if fn.name == startExport {
 				fn.name = "start function"
+			}
+			if fn.name == prepareExport && e.Code == abi.CodeGuestError && len(rs.output) > 0 {
+				// The guest's own account of what it could not prepare
+				// (a syntax error, with its line and column).
+				e.Message = clip(string(rs.output))
 			}
 			e.Message = fn.name + ": " + e.Message
 			return nil, e, rs.logs.finish()
@@ -266,6 +282,7 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 			return nil, e, rs.logs.finish()
 		}
 	}
+	rs.output = nil
 	inst.monoBase = rs.mono() + 1_000_000 // 1 ms after the last reading of _initialize
 
 	if m.fresh == "" {

@@ -38,6 +38,12 @@ type Config struct {
 	// 64 KiB pages (wazero's memory limit); Limits.MemoryPages is clamped
 	// to it. Default 16384 (1 GiB).
 	MaxMemoryPages uint32
+	// InitFuel is the least fuel an instance's initialization gets (the
+	// start function, _initialize and logline_prepare together), whatever
+	// the run's Limits.Fuel: initialization happens once per instance and
+	// ends in the snapshot every run starts from, so its cost is not the
+	// run's. Default 50,000,000.
+	InitFuel int64
 }
 
 // Defaults of Config.
@@ -46,6 +52,7 @@ const (
 	DefaultMaxModules       = 256
 	DefaultMaxIdleInstances = 256
 	DefaultMaxMemoryPages   = 16384
+	DefaultInitFuel         = 50_000_000
 )
 
 // globalPrefix is the export name prefix of the mutable globals, reserved
@@ -59,6 +66,10 @@ const startExport = "logline_start"
 // abiVersionExport is the optional export that names the ABI version a
 // module was built against.
 const abiVersionExport = "logline_abi_version"
+
+// prepareExport is the export Prepare calls once per instance, after
+// _initialize, with the prepared bytes as its input.
+const prepareExport = "logline_prepare"
 
 // Runtime compiles and runs guests. It is safe for concurrent use.
 type Runtime struct {
@@ -108,6 +119,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cfg.MaxMemoryPages = DefaultMaxMemoryPages
 	}
 	cfg.MaxMemoryPages = min(cfg.MaxMemoryPages, 65536)
+	if cfg.InitFuel <= 0 {
+		cfg.InitFuel = DefaultInitFuel
+	}
 
 	rc := wazero.NewRuntimeConfig().
 		WithCoreFeatures(api.CoreFeaturesV2).
@@ -209,16 +223,21 @@ func (r *Runtime) close(ctx context.Context) error {
 // Module is a loaded module: checked, metered and compiled. It belongs to
 // the Runtime that loaded it.
 type Module struct {
-	// Hash is the lowercase hex BLAKE3-256 of the original bytes.
+	// Hash is the lowercase hex BLAKE3-256 of the original bytes; a
+	// prepared module has the hash of the module it was prepared from.
 	Hash string
 
-	r        *Runtime
-	metered  []byte
-	hasInit  bool
-	hasStart bool
-	fresh    string // why every run needs a fresh instance, "" if none
-	globals  []meter.GlobalExport
-	minPages uint64
+	r   *Runtime
+	key string // in Runtime.modules and pools: Hash, plus the init's hash when prepared
+	// init is the input of logline_prepare (nil: not prepared).
+	init       []byte
+	metered    []byte
+	hasInit    bool
+	hasStart   bool
+	hasPrepare bool
+	fresh      string // why every run needs a fresh instance, "" if none
+	globals    []meter.GlobalExport
+	minPages   uint64
 
 	cmu sync.Mutex // serializes recompilation after eviction
 
@@ -238,18 +257,58 @@ type Module struct {
 func (r *Runtime) Load(ctx context.Context, wasm []byte) (*Module, error) {
 	sum := blake3.Sum256(wasm)
 	hash := hex.EncodeToString(sum[:])
+	return r.load(ctx, hash, func() (*Module, error) { return r.prepare(wasm, hash) })
+}
 
+// Prepare returns a module that runs m's code, but whose instances, after
+// _initialize, call the export logline_prepare () -> i32 once with init as
+// their input (what input() returns), before the snapshot is taken: every
+// run of the prepared module starts from the state logline_prepare left.
+// An interpreter guest uses it to parse and compile a script once, so that
+// its runs start with the code ready (the QuickJS guest does). Pools and
+// snapshots are per (m, init, tenant); prepared modules are cached like
+// loaded ones, by (m.Hash, BLAKE3 of init).
+//
+// Prepare instantiates the module once to check that init prepares: a
+// non-zero return or a failure of logline_prepare comes back as an *Error
+// (guest_error, or the code of the limit it hit) whose message is what
+// logline_prepare passed to output(), if anything, else the failure and
+// its logs.
+func (r *Runtime) Prepare(ctx context.Context, m *Module, init []byte) (*Module, error) {
+	switch {
+	case m == nil || m.r != r:
+		return nil, errors.New("sandbox: module not loaded by this runtime")
+	case m.init != nil:
+		return nil, errorf(abi.CodeInvalidModule, "module %s is already prepared", m.Hash)
+	case !m.hasPrepare:
+		return nil, errorf(abi.CodeInvalidModule, "module %s has no %s export () -> i32 to prepare with", m.Hash, prepareExport)
+	}
+	sum := blake3.Sum256(init)
+	key := m.Hash + "+" + hex.EncodeToString(sum[:16])
+	return r.load(ctx, key, func() (*Module, error) {
+		pm := &Module{
+			Hash: m.Hash, r: r, key: key, init: append([]byte{}, init...),
+			metered: m.metered, hasInit: m.hasInit, hasStart: m.hasStart, hasPrepare: true,
+			fresh: m.fresh, globals: m.globals, minPages: m.minPages,
+		}
+		return pm, nil
+	})
+}
+
+// load returns the module registered under key, or builds, compiles and
+// registers it; concurrent loads of one key wait for the first.
+func (r *Runtime) load(ctx context.Context, key string, build func() (*Module, error)) (*Module, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return nil, errors.New("sandbox: runtime closed")
 	}
-	if m := r.modules[hash]; m != nil {
+	if m := r.modules[key]; m != nil {
 		r.modLRU.MoveToFront(m.lru)
 		r.mu.Unlock()
 		return m, nil
 	}
-	if c := r.loading[hash]; c != nil {
+	if c := r.loading[key]; c != nil {
 		r.mu.Unlock()
 		select {
 		case <-c.done:
@@ -259,21 +318,28 @@ func (r *Runtime) Load(ctx context.Context, wasm []byte) (*Module, error) {
 		}
 	}
 	c := &loadCall{done: make(chan struct{})}
-	r.loading[hash] = c
+	r.loading[key] = c
 	r.mu.Unlock()
 
-	m, err := r.prepare(wasm, hash)
+	m, err := build()
 	var compiled wazero.CompiledModule
 	if err == nil {
 		compiled, err = r.compile(ctx, m)
 	}
+	if err == nil && m.init != nil {
+		err = r.tryPrepare(ctx, m, compiled)
+		if err != nil {
+			closeCompiled(ctx, []wazero.CompiledModule{compiled})
+		}
+	}
 
 	r.mu.Lock()
-	delete(r.loading, hash)
+	delete(r.loading, key)
 	var toClose []wazero.CompiledModule
 	if err == nil {
 		if r.closed {
 			err = errors.New("sandbox: runtime closed")
+			toClose = append(toClose, compiled)
 		} else {
 			m.compiled = compiled
 			toClose = r.register(m)
@@ -289,6 +355,18 @@ func (r *Runtime) Load(ctx context.Context, wasm []byte) (*Module, error) {
 	return m, err
 }
 
+// tryPrepare instantiates a prepared module once, which takes its snapshot,
+// and reports how logline_prepare failed, if it did.
+func (r *Runtime) tryPrepare(ctx context.Context, m *Module, compiled wazero.CompiledModule) error {
+	lim := DefaultLimits().WithDefaults(r.cfg.MaxMemoryPages)
+	inst, e, _ := r.instantiate(ctx, m, compiled, poolKey{m.key, ""}, lim)
+	if e != nil {
+		return &Error{Code: e.Code, Message: e.Message}
+	}
+	inst.close()
+	return nil
+}
+
 // prepare checks a module against the ABI and rewrites it: mutable globals
 // exported for the snapshot, then fuel metering.
 func (r *Runtime) prepare(wasm []byte, hash string) (*Module, error) {
@@ -301,7 +379,7 @@ func (r *Runtime) prepare(wasm []byte, hash string) (*Module, error) {
 			return nil, err
 		}
 	}
-	m := &Module{Hash: hash, r: r}
+	m := &Module{Hash: hash, r: r, key: hash}
 	switch {
 	case len(info.Memories) > 1:
 		return nil, errorf(abi.CodeInvalidModule, "%d memories: at most one is supported", len(info.Memories))
@@ -327,6 +405,12 @@ func (r *Runtime) prepare(wasm []byte, hash string) (*Module, error) {
 			return nil, errorf(abi.CodeInvalidModule, "export _initialize must be a function () -> ()")
 		}
 		m.hasInit = true
+	}
+	if e, ok := info.Export(prepareExport); ok {
+		if e.Kind != meter.KindFunc || int(e.Index) >= len(info.Funcs) || !info.Funcs[e.Index].Equal(want) {
+			return nil, errorf(abi.CodeInvalidModule, "export %s must be a function %s", prepareExport, want)
+		}
+		m.hasPrepare = true
 	}
 	if e, ok := info.Export(abiVersionExport); ok {
 		if e.Kind != meter.KindGlobal || int(e.Index) >= len(info.Globals) {
@@ -435,21 +519,21 @@ func (r *Runtime) compile(ctx context.Context, m *Module) (wazero.CompiledModule
 // MaxModules. It returns compiled modules to close. r.mu is held.
 func (r *Runtime) register(m *Module) []wazero.CompiledModule {
 	m.evicted = false
-	if other := r.modules[m.Hash]; other != nil && other != m {
+	if other := r.modules[m.key]; other != nil && other != m {
 		// The same bytes loaded again while m was evicted: m runs on,
 		// outside the cache, until the runtime closes.
 		return nil
 	}
-	r.modules[m.Hash] = m
+	r.modules[m.key] = m
 	m.lru = r.modLRU.PushFront(m)
 	var toClose []wazero.CompiledModule
 	for len(r.modules) > r.cfg.MaxModules {
 		victim := r.modLRU.Back().Value.(*Module)
 		r.modLRU.Remove(victim.lru)
-		delete(r.modules, victim.Hash)
+		delete(r.modules, victim.key)
 		victim.evicted = true
 		for key, p := range r.pools {
-			if key.hash != victim.Hash {
+			if key.module != victim.key {
 				continue
 			}
 			for _, inst := range p.idle {

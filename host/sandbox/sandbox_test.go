@@ -819,7 +819,8 @@ func TestHammer(t *testing.T) {
 
 func TestInitialization(t *testing.T) {
 	t.Parallel()
-	r := newTestRuntime(t, Config{})
+	// Initialization gets the run's fuel when Config.InitFuel is lower.
+	r := newTestRuntime(t, Config{InitFuel: 1})
 	ctx := context.Background()
 
 	withStart := func(b *builder, start uint32) []byte {

@@ -68,36 +68,53 @@ func FuncType(params, results []byte) []byte {
 	return append(out, results...)
 }
 
-// module builds a module importing `imports` from "logline" (function
+// Module builds a module importing `imports` from "logline" (function
 // indices 0..n-1), with one page of memory holding data at offset 0, and one
 // exported function `run` () -> i32 with `locals` i32 locals whose body
 // (without the locals header and final end) is body.
 func Module(imports []Import, data []byte, locals int, body []byte) []byte {
+	return Funcs(imports, data, Func{Name: "run", Locals: locals, Body: body})
+}
+
+// Func is an exported function () -> i32 of a module built by Funcs.
+type Func struct {
+	Name   string
+	Locals int    // i32 locals
+	Body   []byte // without the locals header and the final end
+}
+
+// Funcs is Module with several exported functions, numbered after the
+// imports in their order.
+func Funcs(imports []Import, data []byte, funcs ...Func) []byte {
 	var types, imps [][]byte
 	for i, im := range imports {
 		types = append(types, FuncType(im.Params, im.Results))
 		imps = append(imps, append(append(Name("logline"), Name(im.Name)...), 0x00, byte(i)))
 	}
-	runType := len(types)
+	fnType := len(types)
 	types = append(types, FuncType(nil, []byte{I32}))
 	m := []byte{0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00}
 	m = append(m, Section(1, Vec(types...))...)
 	if len(imps) > 0 {
 		m = append(m, Section(2, Vec(imps...))...)
 	}
-	m = append(m, Section(3, Vec(ULEB(uint64(runType))))...)
-	m = append(m, Section(5, Vec([]byte{0x00, 0x01}))...)
-	m = append(m, Section(7, Vec(
-		append(Name("run"), append([]byte{0x00}, ULEB(uint64(len(imports)))...)...),
-		append(Name("memory"), 0x02, 0x00),
-	))...)
-	code := []byte{0x00}
-	if locals > 0 {
-		code = append(append([]byte{0x01}, ULEB(uint64(locals))...), I32)
+	var decls, exports, bodies [][]byte
+	for i, f := range funcs {
+		decls = append(decls, ULEB(uint64(fnType)))
+		exports = append(exports, append(Name(f.Name), append([]byte{0x00}, ULEB(uint64(len(imports)+i))...)...))
+		code := []byte{0x00}
+		if f.Locals > 0 {
+			code = append(append([]byte{0x01}, ULEB(uint64(f.Locals))...), I32)
+		}
+		code = append(code, f.Body...)
+		code = append(code, 0x0b)
+		bodies = append(bodies, append(ULEB(uint64(len(code))), code...))
 	}
-	code = append(code, body...)
-	code = append(code, 0x0b)
-	m = append(m, Section(10, Vec(append(ULEB(uint64(len(code))), code...)))...)
+	exports = append(exports, append(Name("memory"), 0x02, 0x00))
+	m = append(m, Section(3, Vec(decls...))...)
+	m = append(m, Section(5, Vec([]byte{0x00, 0x01}))...)
+	m = append(m, Section(7, Vec(exports...))...)
+	m = append(m, Section(10, Vec(bodies...))...)
 	if len(data) > 0 {
 		seg := append([]byte{0x00, 0x41, 0x00, 0x0b}, ULEB(uint64(len(data)))...)
 		m = append(m, Section(11, Vec(append(seg, data...)))...)
