@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -273,14 +274,24 @@ func hostInsertSpan(ctx context.Context, _ api.Module, stack []uint64) {
 		setI64(stack, abi.ErrCapabilityDenied)
 		return
 	}
-	if rs.spans >= rs.lim.Spans {
-		setI64(stack, int64(rs.fail(abi.ErrLimit, "insert_span: span limit of %d reached", rs.lim.Spans)))
-		return
-	}
 	body := rs.view(abi.FnInsertSpan, uint32(stack[0]), uint32(stack[1]))
 	rs.chargeBytes(len(body), copyShift)
 	if !json.Valid(body) {
 		setI64(stack, int64(rs.fail(abi.ErrInvalid, "insert_span: the span is not valid JSON")))
+		return
+	}
+	// One span, or an array of spans appended together.
+	n := 1
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+		var items []json.RawMessage
+		_ = json.Unmarshal(body, &items)
+		if n = len(items); n == 0 {
+			setI64(stack, int64(rs.fail(abi.ErrInvalid, "insert_span: an empty array")))
+			return
+		}
+	}
+	if rs.spans+n > rs.lim.Spans {
+		setI64(stack, int64(rs.fail(abi.ErrLimit, "insert_span: %d more span(s) would pass the limit of %d (%d appended)", n, rs.lim.Spans, rs.spans)))
 		return
 	}
 	span := slices.Clone(body)
@@ -293,7 +304,7 @@ func hostInsertSpan(ctx context.Context, _ api.Module, stack []uint64) {
 		setI64(stack, int64(code))
 		return
 	}
-	rs.spans++
+	rs.spans += n
 	setI64(stack, rs.succeed(out))
 }
 

@@ -605,6 +605,21 @@ func TestSpanLimit(t *testing.T) {
 	requireCode(t, res, abi.CodeGuestError)
 	require.Equal(t, fmt.Sprintf("run returned %d", abi.ErrLimit), res.Err.Message)
 	require.Len(t, fake.Calls(), 1)
+
+	// An array counts each of its spans: with a limit of 3, two pairs do
+	// not fit; the second pair is refused whole, before the embedder sees it.
+	b = newBuilder()
+	insert = b.importFunc("logline", "insert_span", pI32x2, rI64)
+	pair := `[{"a":1}, {"a":2}]`
+	b.mem(1).dataAt(0, []byte(pair))
+	m = mustLoad(t, r, b.run(nil,
+		i32c(0), i32c(int32(len(pair))), call(insert), op(opDrop),
+		i32c(0), i32c(int32(len(pair))), call(insert), op(opI32WrapI64)).bytes())
+	fake = &fakeCaps{}
+	res = r.Run(context.Background(), m, Request{Tier: abi.TierKernel, Caps: fake, Limits: Limits{Spans: 3}})
+	requireCode(t, res, abi.CodeGuestError)
+	require.Equal(t, fmt.Sprintf("run returned %d", abi.ErrLimit), res.Err.Message)
+	require.Len(t, fake.Calls(), 1)
 }
 
 func TestPendingResultProtocol(t *testing.T) {
