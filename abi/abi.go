@@ -171,6 +171,9 @@ type ExecResult struct {
 	Error      *Error `json:"error,omitempty"`
 	FuelUsed   int64  `json:"fuel_used"`
 	DurationMs int64  `json:"duration_ms"`
+	// The code that ran: its seq and module hash (for the execution span).
+	CodeSeq    int    `json:"code_seq"`
+	ModuleHash string `json:"module_hash,omitempty"`
 }
 
 // HTTPRequest is an outbound request (kernels only; the URL must match the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -89,23 +90,42 @@ func (c *kernelCaps) SQL(ctx context.Context, req abi.SQLRequest) ([]byte, error
 	return b.Bytes(), nil
 }
 
-// InsertSpan appends one span a kernel emits. The host seals it: whatever
-// proofs the guest supplies are dropped, so guests never sign anything.
+// InsertSpan appends a span a kernel emits, or an array of spans together
+// (one transaction: all or none). The host seals them: whatever proofs the
+// guest supplies are dropped, so guests never sign anything.
 func (c *kernelCaps) InsertSpan(ctx context.Context, raw []byte) ([]byte, error) {
-	spans, err := span.Decode(bytes.NewReader(raw))
-	if err != nil {
-		return nil, callErr(abi.ErrInvalid, "%v", err)
+	items := []json.RawMessage{raw}
+	array := false
+	if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+		array = true
+		if err := json.Unmarshal(raw, &items); err != nil {
+			return nil, callErr(abi.ErrInvalid, "insert_span: %v", err)
+		}
 	}
-	if len(spans) != 1 {
-		return nil, callErr(abi.ErrInvalid, "insert_span takes exactly one span, got %d", len(spans))
+	spans := make([]span.Span, 0, len(items))
+	for i, item := range items {
+		one, err := span.Decode(bytes.NewReader(item))
+		if err == nil && len(one) != 1 {
+			err = fmt.Errorf("want one span object, got %d", len(one))
+		}
+		if err != nil {
+			if array {
+				return nil, callErr(abi.ErrInvalid, "insert_span: span %d of the array: %v", i, err)
+			}
+			return nil, callErr(abi.ErrInvalid, "insert_span: %v", err)
+		}
+		s := one[0]
+		s.At, s.PrevHash, s.CurrHash, s.Signature, s.PublicKey = "", "", "", "", ""
+		spans = append(spans, s)
 	}
-	s := spans[0]
-	s.At, s.PrevHash, s.CurrHash, s.Signature, s.PublicKey = "", "", "", "", ""
-	out, err := c.h.ledger.Append(ctx, c.p, s)
+	out, err := c.h.ledger.Append(ctx, c.p, spans...)
 	if err != nil {
 		return nil, ledgerErr(err)
 	}
-	return json.Marshal(&out[0])
+	if !array {
+		return json.Marshal(&out[0])
+	}
+	return json.Marshal(out)
 }
 
 func (c *kernelCaps) Lock(ctx context.Context, key string, _ time.Duration) (bool, error) {
@@ -139,42 +159,42 @@ func (c *kernelCaps) Unlock(ctx context.Context, key string) error {
 	return nil
 }
 
+// Exec runs a function or policy for the kernel's principal and returns
+// the outcome; it appends nothing (the kernel records the execution).
 func (c *kernelCaps) Exec(ctx context.Context, req abi.ExecRequest) (abi.ExecResult, error) {
-	input, err := json.Marshal(req.Input)
-	if err != nil {
-		return abi.ExecResult{}, callErr(abi.ErrInvalid, "exec input: %v", err)
+	var input []byte
+	if req.Input != nil {
+		var err error
+		if input, err = json.Marshal(req.Input); err != nil {
+			return abi.ExecResult{}, callErr(abi.ErrInvalid, "exec input: %v", err)
+		}
 	}
-	if req.Input == nil {
-		input = nil
-	}
-	ex, err := c.h.Run(ctx, c.p, req.SpanID, input)
+	inv, err := c.h.invoke(ctx, c.p, req.SpanID, input, c.m)
 	if err != nil {
 		var r *Refusal
 		if errors.As(err, &r) {
-			if r.Code == CodeNotFound {
+			switch r.Code {
+			case CodeNotFound:
 				return abi.ExecResult{}, callErr(abi.ErrNotFound, "%s", r.Message)
+			case abi.CodeNotAllowed:
+				return abi.ExecResult{}, callErr(abi.ErrInvalid, "%s", r.Message)
 			}
 			return abi.ExecResult{Status: "error", Error: &abi.Error{Code: r.Code, Message: r.Message}}, nil
 		}
 		return abi.ExecResult{}, ledgerErr(err)
 	}
-	res := abi.ExecResult{Status: ex.Status}
-	var meta struct {
-		FuelUsed int64 `json:"fuel_used"`
+	traced(&inv.req)
+	res := inv.mod.run(ctx, inv.req)
+	out := abi.ExecResult{
+		Status: "complete", FuelUsed: res.FuelUsed, DurationMs: res.Duration.Milliseconds(),
+		CodeSeq: int(inv.code.Seq), ModuleHash: inv.mod.hash,
 	}
-	_ = json.Unmarshal(ex.Metadata, &meta)
-	res.FuelUsed = meta.FuelUsed
-	if ex.DurationMs != nil {
-		res.DurationMs = int64(*ex.DurationMs)
+	if res.Err != nil {
+		out.Status, out.Error = "error", res.Err
+	} else if len(res.Output) > 0 {
+		out.Output = jsonOrString(res.Output)
 	}
-	if len(ex.Output) > 0 {
-		res.Output = json.RawMessage(ex.Output)
-	}
-	if len(ex.Error) > 0 {
-		res.Error = &abi.Error{}
-		_ = json.Unmarshal(ex.Error, res.Error)
-	}
-	return res, nil
+	return out, nil
 }
 
 // HTTP sends a request to a URL the manifest's http_allowlist permits, with

@@ -114,32 +114,7 @@ func (h *Host) module(ctx context.Context, s *span.Span) (*program, error) {
 // its tenant's service principal with env, and appends and returns the
 // execution span. A refusal is a *Refusal saying why, and nothing runs.
 func (h *Host) Boot(ctx context.Context, id string, env map[string]string) (span.Span, error) {
-	m, err := h.LoadManifest(ctx)
-	if err != nil {
-		return span.Span{}, err
-	}
-	if !m.Allowed(id) {
-		return span.Span{}, refuse(abi.CodeNotAllowed, "kernel %s is not in the manifest's allowed_boot_ids", id)
-	}
-	k, err := h.ledger.Latest(ctx, ledger.System(), id)
-	if errors.Is(err, ledger.ErrNotFound) {
-		return span.Span{}, refuse(CodeNotFound, "kernel %s: no such span", id)
-	}
-	if err != nil {
-		return span.Span{}, err
-	}
-	if err := span.Verify(&k); err != nil {
-		return span.Span{}, refuse(abi.CodeHashMismatch, "kernel %s seq %d: %v", k.ID, k.Seq, err)
-	}
-	if m.RequireSignedKernels {
-		if k.Signature == "" {
-			return span.Span{}, refuse(abi.CodeUnsigned, "kernel %s seq %d is unsigned and the manifest requires signed kernels", k.ID, k.Seq)
-		}
-		if !m.Trusted(k.PublicKey) {
-			return span.Span{}, refuse(abi.CodeUnsigned, "kernel %s seq %d is signed by %s, a key the manifest does not trust", k.ID, k.Seq, k.PublicKey)
-		}
-	}
-	mod, err := h.module(ctx, &k)
+	k, m, mod, err := h.kernel(ctx, id)
 	if err != nil {
 		return span.Span{}, err
 	}
@@ -158,19 +133,109 @@ func (h *Host) Boot(ctx context.Context, id string, env map[string]string) (span
 	}
 	caps := &kernelCaps{h: h, p: p, m: m}
 	defer caps.release(ctx) // leases end with the run, whatever the sandbox did
-	req := sandbox.Request{Tenant: k.TenantID, Tier: abi.TierKernel, Env: env, Limits: h.limits(m, &k), Caps: caps}
-	return h.execute(ctx, p, k.OwnerID, &k, mod, req)
+	req := sandbox.Request{Tenant: k.TenantID, Tier: abi.TierKernel, Env: env, Limits: h.limits(m, k), Caps: caps}
+	trace := traced(&req)
+	res := mod.run(ctx, req)
+	return h.record(ctx, p, k.OwnerID, k, mod, req, trace, res)
+}
+
+// Tick runs kernel id (verified as Boot verifies it) for tenant, under that
+// tenant's service principal, as the engine does on every interval and
+// wake-up: it appends no boot_event, and an execution span only when the
+// run failed (so idle ticks leave no trace, and every failure does). It
+// returns the run's result.
+func (h *Host) Tick(ctx context.Context, id, tenant string, env map[string]string) (sandbox.Result, error) {
+	k, m, mod, err := h.kernel(ctx, id)
+	if err != nil {
+		return sandbox.Result{}, err
+	}
+	name := k.Name
+	if name == "" {
+		name = k.ID
+	}
+	p := ledger.Service(tenant, "edge:"+name)
+	if err := p.Validate(); err != nil {
+		return sandbox.Result{}, err
+	}
+	caps := &kernelCaps{h: h, p: p, m: m}
+	req := sandbox.Request{Tenant: tenant, Tier: abi.TierKernel, Env: env, Limits: h.limits(m, k), Caps: caps}
+	trace := traced(&req)
+	res := mod.run(ctx, req)
+	caps.release(ctx)
+	if res.Err != nil {
+		if _, err := h.record(ctx, p, p.User, k, mod, req, trace, res); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// kernel finds kernel id's latest seq and checks that it may boot: allowed
+// by the manifest, its hash (and signature, when required) verified, its
+// code loadable.
+func (h *Host) kernel(ctx context.Context, id string) (*span.Span, *Manifest, *program, error) {
+	m, err := h.LoadManifest(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !m.Allowed(id) {
+		return nil, nil, nil, refuse(abi.CodeNotAllowed, "kernel %s is not in the manifest's allowed_boot_ids", id)
+	}
+	k, err := h.ledger.Latest(ctx, ledger.System(), id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, nil, nil, refuse(CodeNotFound, "kernel %s: no such span", id)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := span.Verify(&k); err != nil {
+		return nil, nil, nil, refuse(abi.CodeHashMismatch, "kernel %s seq %d: %v", k.ID, k.Seq, err)
+	}
+	if m.RequireSignedKernels {
+		if k.Signature == "" {
+			return nil, nil, nil, refuse(abi.CodeUnsigned, "kernel %s seq %d is unsigned and the manifest requires signed kernels", k.ID, k.Seq)
+		}
+		if !m.Trusted(k.PublicKey) {
+			return nil, nil, nil, refuse(abi.CodeUnsigned, "kernel %s seq %d is signed by %s, a key the manifest does not trust", k.ID, k.Seq, k.PublicKey)
+		}
+	}
+	mod, err := h.module(ctx, &k)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return &k, m, mod, nil
 }
 
 // Run runs a function or policy span (its latest seq visible to p) once as a
 // tier-2 sandbox with input, and appends and returns its execution span.
 func (h *Host) Run(ctx context.Context, p ledger.Principal, id string, input json.RawMessage) (span.Span, error) {
-	f, err := h.ledger.Latest(ctx, p, id)
-	if errors.Is(err, ledger.ErrNotFound) {
-		return span.Span{}, refuse(CodeNotFound, "span %s: no such function or policy visible to %s", id, p)
-	}
+	inv, err := h.invoke(ctx, p, id, input, nil)
 	if err != nil {
 		return span.Span{}, err
+	}
+	trace := traced(&inv.req)
+	res := inv.mod.run(ctx, inv.req)
+	return h.record(ctx, p, inv.owner, &inv.code, inv.mod, inv.req, trace, res)
+}
+
+// invocation is a function or policy, loaded and ready to run for a
+// principal.
+type invocation struct {
+	code  span.Span
+	mod   *program
+	req   sandbox.Request
+	owner string // of the execution span
+}
+
+// invoke finds, verifies and loads the function or policy id visible to p.
+// m is the manifest, or nil to read it.
+func (h *Host) invoke(ctx context.Context, p ledger.Principal, id string, input json.RawMessage, m *Manifest) (*invocation, error) {
+	f, err := h.ledger.Latest(ctx, p, id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, refuse(CodeNotFound, "span %s: no such function or policy visible to %s", id, p)
+	}
+	if err != nil {
+		return nil, err
 	}
 	tier := abi.TierFunction
 	switch f.EntityType {
@@ -178,24 +243,25 @@ func (h *Host) Run(ctx context.Context, p ledger.Principal, id string, input jso
 	case "policy":
 		tier = abi.TierPolicy
 	default:
-		return span.Span{}, refuse(abi.CodeNotAllowed, "span %s is a %s, not a function or policy", id, f.EntityType)
+		return nil, refuse(abi.CodeNotAllowed, "span %s is a %s, not a function or policy", id, f.EntityType)
 	}
 	if err := span.Verify(&f); err != nil {
-		return span.Span{}, refuse(abi.CodeHashMismatch, "span %s seq %d: %v", f.ID, f.Seq, err)
+		return nil, refuse(abi.CodeHashMismatch, "span %s seq %d: %v", f.ID, f.Seq, err)
 	}
-	m, err := h.LoadManifest(ctx)
-	if err != nil {
-		var r *Refusal
-		if !errors.As(err, &r) || r.Code != CodeNotFound {
-			return span.Span{}, err
+	if m == nil {
+		m, err = h.LoadManifest(ctx)
+		if err != nil {
+			var r *Refusal
+			if !errors.As(err, &r) || r.Code != CodeNotFound {
+				return nil, err
+			}
+			m = &Manifest{} // no manifest yet: default limits
 		}
-		m = &Manifest{} // no manifest yet: default limits
 	}
 	mod, err := h.module(ctx, &f)
 	if err != nil {
-		return span.Span{}, err
+		return nil, err
 	}
-	req := sandbox.Request{Tenant: f.TenantID, Tier: tier, Input: input, Limits: h.limits(m, &f)}
 	// The run is the caller's: its execution span is written in the
 	// caller's tenant, owned by the caller — or, for a kernel running its
 	// own tenant's code, by the code's owner. Running another tenant's
@@ -204,8 +270,8 @@ func (h *Host) Run(ctx context.Context, p ledger.Principal, id string, input jso
 	if p.Kind == ledger.KindService && f.TenantID == p.Tenant {
 		owner = f.OwnerID
 	}
-	req.Tenant = p.Tenant
-	return h.execute(ctx, p, owner, &f, mod, req)
+	req := sandbox.Request{Tenant: p.Tenant, Tier: tier, Input: input, Limits: h.limits(m, &f)}
+	return &invocation{code: f, mod: mod, req: req, owner: owner}, nil
 }
 
 // DefaultMaxFuel bounds a span's own fuel request when the manifest sets no
@@ -239,14 +305,9 @@ func (h *Host) limits(m *Manifest, code *span.Span) sandbox.Limits {
 	return lim
 }
 
-// execute runs mod and appends the execution span, written by p for owner,
-// signed by the node key.
-func (h *Host) execute(ctx context.Context, p ledger.Principal, owner string, code *span.Span, mod *program, req sandbox.Request) (span.Span, error) {
-	trace := uuid.NewString()
-	if req.Seed == 0 {
-		req.Seed = seedFrom(trace)
-	}
-	res := mod.run(ctx, req)
+// record appends the execution span of a run of code, written by p for
+// owner, signed by the node key.
+func (h *Host) record(ctx context.Context, p ledger.Principal, owner string, code *span.Span, mod *program, req sandbox.Request, trace string, res sandbox.Result) (span.Span, error) {
 	dur := int32(res.Duration.Milliseconds())
 	meta, _ := json.Marshal(map[string]any{
 		"fuel_used": res.FuelUsed, "host_calls": res.HostCalls, "code_seq": code.Seq, "tier": string(req.Tier),
@@ -284,6 +345,16 @@ func jsonOrString(b []byte) json.RawMessage {
 	}
 	s, _ := json.Marshal(string(b))
 	return s
+}
+
+// traced gives a run a new trace id, and the seed of its randomness derived
+// from it (unless the request has one).
+func traced(req *sandbox.Request) string {
+	trace := uuid.NewString()
+	if req.Seed == 0 {
+		req.Seed = seedFrom(trace)
+	}
+	return trace
 }
 
 func seedFrom(trace string) uint64 {
