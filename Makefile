@@ -8,7 +8,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 TESTTIME ?= 30m
 
-.PHONY: run test bench lint build pg
+.PHONY: run test bench lint build pg seeds
 
 ## run: private PostgreSQL under .logline/, migrate, and serve (logline dev)
 run: pg build
@@ -27,6 +27,10 @@ bench: pg
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+
+## seeds: regenerate seeds/kernels.ndjson and seeds/policies.ndjson from guests/
+seeds:
+	$(GO) run ./tools/seedgen
 
 ## build: the logline binary in ./bin
 build:

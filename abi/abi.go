@@ -183,6 +183,12 @@ type HTTPRequest struct {
 	URL     string            `json:"url"`
 	Headers map[string]string `json:"headers,omitempty"`
 	Body    string            `json:"body,omitempty"`
+	// AuthEnv names a host environment variable (listed in the manifest's
+	// provider_secrets) whose value the host sends as
+	// "Authorization: Bearer <value>": the secret never enters the guest.
+	AuthEnv string `json:"auth_env,omitempty"`
+	// TimeoutMs shortens the call's deadline (it never extends the host's).
+	TimeoutMs int `json:"timeout_ms,omitempty"`
 }
 
 // HTTPResponse is the reply, with the body capped.
@@ -190,4 +196,7 @@ type HTTPResponse struct {
 	Status  int               `json:"status"`
 	Headers map[string]string `json:"headers,omitempty"`
 	Body    string            `json:"body"`
+	// DurationMs is the call's wall time, measured by the host (the
+	// guest's own clock stands still during a run).
+	DurationMs int64 `json:"duration_ms"`
 }

@@ -131,7 +131,7 @@ func TestDevWithDatabaseURL(t *testing.T) {
 	require.Equal(t, url, got)
 	require.FileExists(t, filepath.Join(data, "dev.json"))
 	require.NoDirExists(t, filepath.Join(data, "pg"), "no private server when DATABASE_URL is set")
-	require.Equal(t, 1, rowsAfterStop(t, url, stop), "migrated and seeded: the manifest")
+	require.Equal(t, seedCount(), rowsAfterStop(t, url, stop), "migrated and seeded: the manifest, stock kernels and policies")
 }
 
 // rowsAfterStop stops dev and counts rows.

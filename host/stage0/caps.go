@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -208,7 +211,20 @@ func (c *kernelCaps) HTTP(ctx context.Context, req abi.HTTPRequest) (abi.HTTPRes
 	if method == "" {
 		method = http.MethodGet
 	}
-	ctx, cancel := context.WithTimeout(ctx, httpCallBudget)
+	var secret string
+	if req.AuthEnv != "" {
+		if !slices.Contains(c.m.ProviderSecrets, req.AuthEnv) {
+			return abi.HTTPResponse{}, callErr(abi.ErrCapabilityDenied, "http: auth_env %q is not in the manifest's provider_secrets", req.AuthEnv)
+		}
+		if secret = os.Getenv(req.AuthEnv); secret == "" {
+			return abi.HTTPResponse{}, callErr(abi.ErrNotFound, "http: the host has no %s set", req.AuthEnv)
+		}
+	}
+	budget := httpCallBudget
+	if req.TimeoutMs > 0 {
+		budget = min(budget, time.Duration(req.TimeoutMs)*time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	hr, err := http.NewRequestWithContext(ctx, method, req.URL, strings.NewReader(req.Body))
 	if err != nil {
@@ -217,26 +233,43 @@ func (c *kernelCaps) HTTP(ctx context.Context, req abi.HTTPRequest) (abi.HTTPRes
 	for k, v := range req.Headers {
 		hr.Header.Set(k, v)
 	}
+	if secret != "" {
+		hr.Header.Set("Authorization", "Bearer "+secret)
+	}
+	start := time.Now()
 	resp, err := httpClient.Do(hr)
 	if err != nil {
 		if ctx.Err() != nil {
-			return abi.HTTPResponse{}, callErr(abi.ErrTimeout, "http: %v", err)
+			return abi.HTTPResponse{}, callErr(abi.ErrTimeout, "http: %v", redact(err.Error(), secret))
 		}
-		return abi.HTTPResponse{}, callErr(abi.ErrFailed, "http: %v", err)
+		return abi.HTTPResponse{}, callErr(abi.ErrFailed, "http: %v", redact(err.Error(), secret))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPBody+1))
 	if err != nil {
+		if ctx.Err() != nil {
+			return abi.HTTPResponse{}, callErr(abi.ErrTimeout, "http: reading the body: %v", err)
+		}
 		return abi.HTTPResponse{}, callErr(abi.ErrFailed, "http: reading the body: %v", err)
 	}
 	if len(body) > maxHTTPBody {
 		return abi.HTTPResponse{}, callErr(abi.ErrLimit, "http: response body over %d bytes", maxHTTPBody)
 	}
-	out := abi.HTTPResponse{Status: resp.StatusCode, Body: string(body), Headers: map[string]string{}}
+	// A server that echoes the request must not hand the secret back.
+	out := abi.HTTPResponse{Status: resp.StatusCode, Body: redact(string(body), secret), Headers: map[string]string{},
+		DurationMs: time.Since(start).Milliseconds()}
 	for k := range resp.Header {
-		out.Headers[k] = resp.Header.Get(k)
+		out.Headers[k] = redact(resp.Header.Get(k), secret)
 	}
 	return out, nil
+}
+
+// redact removes a secret from what a guest will see.
+func redact(s, secret string) string {
+	if secret == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, secret, "[redacted]")
 }
 
 // httpClient never follows redirects: the guest sees the 3xx and may ask
@@ -268,6 +301,15 @@ func sqlParams(in []any) ([]any, error) {
 				return nil, callErr(abi.ErrInvalid, "sql: param $%d: %v", i+1, err)
 			}
 			out[i] = string(b)
+		case float64:
+			// JSON has one number type; a whole number binds as an
+			// integer, so it can fill an integer parameter (LIMIT $1).
+			f := v.(float64)
+			if f == math.Trunc(f) && math.Abs(f) <= 1<<53 {
+				out[i] = int64(f)
+			} else {
+				out[i] = f
+			}
 		default:
 			out[i] = v
 		}

@@ -40,6 +40,9 @@ type Manifest struct {
 		MaxFuel int64 `json:"max_fuel,omitempty"`
 	} `json:"limits"`
 	HTTPAllowlist []string `json:"http_allowlist"`
+	// ProviderSecrets are the host environment variables a kernel's http
+	// call may name as auth_env (the host adds them as a bearer token).
+	ProviderSecrets []string `json:"provider_secrets"`
 
 	span span.Span
 }

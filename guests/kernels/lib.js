@@ -1,0 +1,159 @@
+// lib.js — shared by the stock kernels. tools/seedgen prepends it to each
+// kernel's source, so a kernel span is one self-contained script.
+//
+// Exactly-once comes from the ledger itself: every span a kernel emits for a
+// piece of work has an id derived from that work (derivedId), so a second
+// engine that does the same work again cannot append it (seq 0 of an id that
+// exists is refused), and a kernel appends all it emits for one pass as one
+// array (insert_span of an array: all or none). Per-tenant leases (ctx.lock)
+// keep two engines from doing the same work at the same time; a lease dies
+// with the host that holds it.
+
+const MANIFEST_ID = '00000000-0000-4000-8000-0000000000aa';
+
+// Entity types the engine writes for its own bookkeeping: never candidates
+// of a policy, never a reason to wake one.
+const INTERNAL_TYPES = ['policy_cursor', 'engine_cursor', 'quota_counter'];
+
+async function latestManifest(sql) {
+  const { rows } = await sql`SELECT metadata FROM ledger.universal_registry
+    WHERE id = ${MANIFEST_ID} ORDER BY seq DESC LIMIT 1`;
+  return (rows[0] && rows[0].metadata) || {};
+}
+
+// derivedId is a UUID (version 8, RFC 9562 "custom") made from the BLAKE3 of
+// its parts: the same work always gets the same id.
+function derivedId(crypto, ...parts) {
+  const h = crypto.hex(crypto.blake3(parts.map(String).join('\u0000')));
+  const variant = ((parseInt(h[16], 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+// latestOf returns the latest version of each id (visible to the kernel).
+async function latestOf(sql, ids) {
+  if (!ids.length) return new Map();
+  const { rows } = await sql`SELECT DISTINCT ON (id) * FROM ledger.universal_registry
+    WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::uuid)
+    ORDER BY id, seq DESC`;
+  return new Map(rows.map((r) => [r.id, r]));
+}
+
+// existing returns the ids among ids that already exist.
+async function existing(sql, ids) {
+  if (!ids.length) return new Set();
+  const { rows } = await sql`SELECT id FROM ledger.heads
+    WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::uuid)`;
+  return new Set(rows.map((r) => r.id));
+}
+
+// nextVersion is the next version of an entity the kernel keeps (a cursor,
+// a counter): seq 0 for a new one, else latest + 1 (the host links prev_hash).
+function nextVersion(latest, span) {
+  return Object.assign(span, { seq: latest ? latest.seq + 1 : 0 });
+}
+
+// Cursors are positions in commit order, "tx.ord" (see ledger.Query): rows
+// are read only below the oldest running transaction, so a row that commits
+// late never lands behind a cursor.
+function parseCursor(c) {
+  const m = /^(\d+)\.(\d+)$/.exec(String(c || ''));
+  return m ? { tx: m[1], ord: m[2] } : { tx: '0', ord: '0' };
+}
+
+async function rowsAfter(sql, tenant, cursor, limit, extra) {
+  const c = parseCursor(cursor);
+  const { rows } = await sql`SELECT *, tx_id::text AS cursor_tx FROM ledger.universal_registry
+    WHERE tenant_id = ${tenant}
+      AND (tx_id, ord) > (${c.tx}::xid8, ${c.ord}::bigint)
+      AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+      AND (${extra || ''} = '' OR entity_type = ${extra || ''})
+    ORDER BY tx_id, ord LIMIT ${limit}`;
+  return rows;
+}
+
+function cursorOf(row) {
+  return `${row.cursor_tx}.${row.ord}`;
+}
+
+// runRequests runs the requests of one tenant: quota, the function, its
+// execution span (id derived from the request), the request's next version
+// (complete or error), a status_patch for slow runs, and the day's quota
+// counter — all appended together. The caller holds the tenant's
+// request_worker lease.
+async function runRequests(ctx, reqs) {
+  const { sql, insertSpan, now, crypto, exec } = ctx;
+  if (!reqs.length) return { processed: 0 };
+  const manifest = await latestManifest(sql);
+  const limit = Number((manifest.throttle && manifest.throttle.per_tenant_daily_exec_limit) || 100);
+  const slowMs = Number((manifest.policy && manifest.policy.slow_ms) || 5000);
+  const override = String(manifest.override_pubkey_hex || '').toLowerCase();
+  const tenant = reqs[0].tenant_id;
+
+  const day = now().slice(0, 10); // UTC
+  const counterId = derivedId(crypto, 'quota', tenant, day);
+  const counter = (await latestOf(sql, [counterId])).get(counterId);
+  let used = Number((counter && counter.metadata && counter.metadata.count) || 0);
+  const fns = await latestOf(sql, reqs.map((r) => r.parent_id).filter(Boolean));
+
+  const out = [];
+  let ran = 0, blocked = 0;
+  for (const r of reqs) {
+    const fn = fns.get(r.parent_id);
+    const base = { owner_id: r.owner_id, visibility: r.visibility || 'private' };
+    const done = (status, extra) => out.push(Object.assign({
+      id: r.id, seq: r.seq + 1, entity_type: 'request', who: 'edge:run_code', did: status === 'complete' ? 'completed' : 'failed',
+      this: r.this || 'run_code', status, parent_id: r.parent_id, related_to: r.related_to, trace_id: r.trace_id,
+      input: r.input, metadata: Object.assign({}, r.metadata),
+    }, base, extra || {}));
+    if (!fn || fn.entity_type !== 'function') {
+      done('error', { error: { code: 'not_found', message: `request ${r.id}: no function ${r.parent_id} visible to this tenant` } });
+      continue;
+    }
+    const forced = !!(fn.metadata && fn.metadata.force) && !!fn.public_key && override !== '' &&
+      fn.public_key.toLowerCase() === override;
+    if (used >= limit && !forced) {
+      blocked++;
+      const message = `tenant ${tenant} used ${used} of its ${limit} executions on ${day} (UTC)`;
+      out.push(Object.assign({
+        id: derivedId(crypto, 'violation', r.id), seq: 0, entity_type: 'policy_violation',
+        who: 'edge:run_code', did: 'blocked', this: 'quota.exec.per_tenant.daily', status: 'error',
+        parent_id: fn.id, related_to: [fn.id, r.id], trace_id: r.trace_id,
+        error: { code: 'quota_exceeded', message }, metadata: { limit, today: used, request_id: r.id },
+      }, base));
+      done('error', { error: { code: 'quota_exceeded', message } });
+      continue;
+    }
+    used++;
+    ran++;
+    const input = r.input !== undefined && r.input !== null ? r.input : fn.input;
+    const res = await exec(fn.id, input === undefined ? null : input);
+    const execId = derivedId(crypto, 'execution', r.id);
+    const ex = Object.assign({
+      id: execId, seq: 0, entity_type: 'execution', who: 'edge:run_code', did: 'executed', this: 'run_code',
+      status: res.status === 'complete' ? 'complete' : 'error',
+      parent_id: fn.id, related_to: [fn.id, r.id], trace_id: r.trace_id || fn.trace_id || crypto.randomUUID(),
+      input: input === undefined ? null : input, duration_ms: res.duration_ms,
+      metadata: { request_id: r.id, fuel_used: res.fuel_used, code_seq: res.code_seq, module_hash: res.module_hash, forced: forced || undefined },
+    }, base);
+    if (res.status === 'complete') ex.output = res.output === undefined ? null : res.output;
+    else ex.error = res.error;
+    out.push(ex);
+    if (res.status === 'complete' && res.duration_ms > slowMs) {
+      out.push(Object.assign({
+        id: derivedId(crypto, 'slow', execId), seq: 0, entity_type: 'status_patch',
+        who: 'edge:run_code', did: 'labeled', this: 'status=slow', status: 'complete',
+        parent_id: execId, related_to: [execId], metadata: { status: 'slow', duration_ms: res.duration_ms },
+      }, base));
+    }
+    done(ex.status, { metadata: Object.assign({}, r.metadata, { execution_id: execId }) });
+  }
+  if (ran > 0) {
+    out.push(nextVersion(counter, {
+      id: counterId, entity_type: 'quota_counter', who: 'edge:run_code', did: 'counted',
+      this: 'quota.exec.per_tenant.daily', status: 'active', owner_id: 'edge:run_code', visibility: 'tenant',
+      metadata: { day, count: used, limit },
+    }));
+  }
+  await insertSpan(out);
+  return { processed: reqs.length, ran, blocked };
+}

@@ -1,0 +1,102 @@
+// observer (seed §3.2): turns scheduled functions into requests, for the
+// tenant it is booted for.
+//   - A function version with status "scheduled" gets exactly one request,
+//     id derived from (function id, seq): seen by a cursor over the tenant's
+//     new function spans, so a pass costs what is new, not the history.
+//   - A function whose latest version is scheduled with metadata.schedule
+//     (cron "m h dom mon dow", with an optional leading seconds field, or
+//     "@every 30s|5m|1h") gets one request per tick, id derived from
+//     (function id, seq, tick): several engines, one request.
+globalThis.default = async function main(ctx) {
+  const { sql, lock, insertSpan, now, crypto, env } = ctx;
+  const tenant = env.TENANT;
+  if (!tenant) throw new Error('observer: env TENANT is required');
+  if (!(await lock('observer', 60000))) return { busy: true };
+  const out = [];
+
+  // One-shot: new scheduled function versions since the cursor.
+  const cursorId = derivedId(crypto, 'cursor', 'observer', tenant);
+  const cursor = (await latestOf(sql, [cursorId])).get(cursorId);
+  const fresh = await rowsAfter(sql, tenant, cursor && cursor.metadata && cursor.metadata.cursor, 200, 'function');
+  const wanted = [];
+  for (const f of fresh) {
+    if (f.status !== 'scheduled' || (f.metadata && f.metadata.schedule)) continue;
+    wanted.push({ id: derivedId(crypto, 'request', f.id, f.seq), fn: f, tick: null });
+  }
+
+  // Recurring: the latest tick of each cron function.
+  const { rows: recurring } = await sql`SELECT * FROM ledger.recurring_functions ORDER BY id`;
+  const t = Date.parse(now());
+  for (const f of recurring) {
+    let tick;
+    try { tick = latestTick(String(f.metadata.schedule), t, Date.parse(f.at)); }
+    catch (e) { console.error(`observer: function ${f.id}: ${e.message}`); continue; }
+    if (tick === null) continue;
+    const iso = new Date(tick).toISOString();
+    wanted.push({ id: derivedId(crypto, 'request', f.id, f.seq, iso), fn: f, tick: iso });
+  }
+
+  const have = await existing(sql, wanted.map((w) => w.id));
+  for (const w of wanted) {
+    if (have.has(w.id)) continue;
+    const f = w.fn;
+    out.push({
+      id: w.id, seq: 0, entity_type: 'request', who: 'edge:observer', did: 'scheduled', this: 'run_code',
+      status: 'scheduled', parent_id: f.id, related_to: [f.id], owner_id: f.owner_id,
+      visibility: f.visibility || 'private', trace_id: f.trace_id || crypto.randomUUID(),
+      input: f.input === undefined ? null : f.input,
+      metadata: w.tick ? { function_seq: f.seq, tick: w.tick } : { function_seq: f.seq },
+    });
+  }
+  if (fresh.length) {
+    out.push(nextVersion(cursor, {
+      id: cursorId, entity_type: 'engine_cursor', who: 'edge:observer', did: 'advanced', this: 'cursor',
+      status: 'active', owner_id: 'edge:observer', visibility: 'tenant',
+      metadata: { cursor: cursorOf(fresh[fresh.length - 1]), kernel: 'observer' },
+    }));
+  }
+  if (out.length) await insertSpan(out);
+  return { requested: out.filter((s) => s.entity_type === 'request').length };
+};
+
+// latestTick is the latest tick of schedule at or before t (ms), not before
+// since (the function's own time), or null.
+function latestTick(schedule, t, since) {
+  const every = /^@every\s+(\d+)(s|m|h)$/.exec(schedule.trim());
+  if (every) {
+    const ms = Number(every[1]) * { s: 1000, m: 60000, h: 3600000 }[every[2]];
+    if (ms <= 0) throw new Error(`schedule ${schedule}: empty period`);
+    const tick = Math.floor(t / ms) * ms;
+    return tick >= since - ms ? tick : null;
+  }
+  const f = schedule.trim().split(/\s+/);
+  if (f.length !== 5 && f.length !== 6) throw new Error(`schedule ${schedule}: want 5 or 6 cron fields or @every`);
+  const withSeconds = f.length === 6;
+  const [sec, min, hour, dom, mon, dow] = withSeconds ? f : ['0', ...f];
+  const m = [field(sec, 0, 59), field(min, 0, 59), field(hour, 0, 23), field(dom, 1, 31), field(mon, 1, 12), field(dow, 0, 7)];
+  if (m[5].has(7)) m[5].add(0);
+  const step = withSeconds ? 1000 : 60000;
+  let tick = Math.floor(t / step) * step;
+  // Look back at most a day (minutes) or an hour (seconds).
+  for (let i = 0; i < (withSeconds ? 3600 : 1440); i++, tick -= step) {
+    if (tick < since - step) return null;
+    const d = new Date(tick);
+    if (m[0].has(d.getUTCSeconds()) && m[1].has(d.getUTCMinutes()) && m[2].has(d.getUTCHours()) &&
+        m[3].has(d.getUTCDate()) && m[4].has(d.getUTCMonth() + 1) && m[5].has(d.getUTCDay())) return tick;
+  }
+  return null;
+}
+
+function field(spec, lo, hi) {
+  const set = new Set();
+  for (const part of spec.split(',')) {
+    const m = /^(\*|(\d+)(?:-(\d+))?)(?:\/(\d+))?$/.exec(part);
+    if (!m) throw new Error(`cron field "${spec}"`);
+    let a = lo, b = hi;
+    if (m[2] !== undefined) { a = Number(m[2]); b = m[3] !== undefined ? Number(m[3]) : (m[4] ? hi : a); }
+    const by = m[4] ? Number(m[4]) : 1;
+    if (a < lo || b > hi || a > b || by < 1) throw new Error(`cron field "${spec}" out of range ${lo}-${hi}`);
+    for (let v = a; v <= b; v += by) set.add(v);
+  }
+  return set;
+}
