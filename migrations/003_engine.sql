@@ -74,6 +74,8 @@ CREATE INDEX IF NOT EXISTS heads_active_policies ON ledger.heads (tenant_id)
   WHERE entity_type = 'policy' AND status = 'active';
 CREATE INDEX IF NOT EXISTS heads_recurring ON ledger.heads (tenant_id)
   WHERE entity_type = 'function' AND status = 'scheduled' AND schedule IS NOT NULL;
+-- The tenants (a loose index scan over it lists them in O(tenants)).
+CREATE INDEX IF NOT EXISTS heads_tenant ON ledger.heads (tenant_id);
 -- Cursors over everything a tenant appended (the policy agent's candidates).
 CREATE INDEX IF NOT EXISTS ur_idx_tenant_tx ON ledger.universal_registry (tenant_id, tx_id, ord);
 

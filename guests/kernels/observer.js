@@ -56,7 +56,7 @@ globalThis.default = async function main(ctx) {
     }));
   }
   if (out.length) await insertSpan(out);
-  return { requested: out.filter((s) => s.entity_type === 'request').length };
+  return { requested: out.filter((s) => s.entity_type === 'request').length, more: fresh.length === 200 };
 };
 
 // latestTick is the latest tick of schedule at or before t (ms), not before

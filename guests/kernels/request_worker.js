@@ -6,5 +6,7 @@ globalThis.default = async function main(ctx) {
   if (!(await lock('request_worker', 120000))) return { busy: true };
   const batch = Math.max(1, Math.min(Number(env.BATCH || 25), 30));
   const { rows } = await sql`SELECT * FROM ledger.open_requests ORDER BY ord LIMIT ${batch}`;
-  return runRequests(ctx, rows);
+  const res = await runRequests(ctx, rows);
+  res.more = rows.length === batch; // a full batch: the engine runs another pass
+  return res;
 };

@@ -43,6 +43,14 @@ type Manifest struct {
 	// ProviderSecrets are the host environment variables a kernel's http
 	// call may name as auth_env (the host adds them as a bearer token).
 	ProviderSecrets []string `json:"provider_secrets"`
+	// Engine holds the intervals of the engine's loops (the seed's
+	// playbook: observer and request_worker every 2–10 s, policy_agent
+	// every 5–30 s); notifications wake them sooner.
+	Engine struct {
+		ObserverMs      int `json:"observer_ms,omitempty"`
+		RequestWorkerMs int `json:"request_worker_ms,omitempty"`
+		PolicyAgentMs   int `json:"policy_agent_ms,omitempty"`
+	} `json:"engine"`
 
 	span span.Span
 }

@@ -1,0 +1,411 @@
+// Package engine runs the kernels that keep the ledger moving — observer
+// (scheduled functions → requests), request_worker (requests → executions)
+// and policy_agent (new spans → policy actions) — for every tenant, on the
+// manifest's intervals and at once when a NOTIFY says there is work
+// (DESIGN §6).
+//
+// The engine itself is host code of Stage-0's trust: it decides which
+// tenant has work (from ledger.heads, whose partial indexes hold open
+// requests, active policies and recurring functions, so finding work costs
+// what is open, not the ledger's history), and boots the kernel for that
+// tenant with stage0.Host.Tick, under the tenant's service principal, so a
+// kernel never sees another tenant's rows. Everything else — quotas,
+// exactly-once, cursors — is the kernels' (guests/kernels): they derive the
+// ids of what they emit from the work itself and append each pass as one
+// array, so several engines on one database never record a request twice,
+// and a per-tenant lease (a session advisory lock that dies with its host)
+// keeps them from doing the same work at the same time. No queue, no
+// consensus: Postgres is the coordinator.
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/stage0"
+)
+
+// Kernel names: the keys of the manifest's kernels map the engine runs.
+const (
+	Observer      = "observer"
+	RequestWorker = "request_worker"
+	PolicyAgent   = "policy_agent"
+)
+
+// internal are the entity types the kernels write for their own
+// bookkeeping: they never wake anyone (a cursor would wake the agent that
+// wrote it, for ever).
+var internal = []string{"policy_cursor", "engine_cursor", "quota_counter"}
+
+// Config tunes an Engine. Zero values take the manifest's intervals, then
+// the defaults.
+type Config struct {
+	// Intervals of the loops' sweeps over every tenant with standing work
+	// (notifications wake a tenant's kernel sooner).
+	Observer, Requests, Policies time.Duration
+	// Concurrency is how many tenants each loop serves at once (default 4).
+	Concurrency int
+	// Batch is passed to the kernels as env BATCH (requests or spans per
+	// pass; 0: the kernels' own default).
+	Batch int
+	// Log receives what the engine does (default: slog.Default()).
+	Log *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultObserver    = 2 * time.Second
+	DefaultRequests    = 2 * time.Second
+	DefaultPolicies    = 5 * time.Second
+	DefaultConcurrency = 4
+)
+
+// Engine runs the loops. Run it once; it is done when Run returns.
+type Engine struct {
+	l     *ledger.Ledger
+	h     *stage0.Host
+	cfg   Config
+	log   *slog.Logger
+	loops map[string]*loop
+
+	runs sync.WaitGroup // kernel runs in flight
+}
+
+// New makes an Engine over a ledger and the Stage-0 host that boots its
+// kernels.
+func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	e := &Engine{l: l, h: h, cfg: cfg, log: cfg.Log.With("component", "engine"), loops: map[string]*loop{}}
+	for _, name := range []string{Observer, RequestWorker, PolicyAgent} {
+		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true}
+	}
+	return e
+}
+
+// loop is one kernel's schedule: the tenants a notification marked dirty,
+// and whether the next pass sweeps every tenant with standing work.
+type loop struct {
+	name  string
+	mu    sync.Mutex
+	dirty map[string]bool
+	sweep bool
+	wake  chan struct{}
+}
+
+func (lp *loop) mark(tenant string) {
+	lp.mu.Lock()
+	lp.dirty[tenant] = true
+	lp.mu.Unlock()
+	lp.poke()
+}
+
+func (lp *loop) markSweep() {
+	lp.mu.Lock()
+	lp.sweep = true
+	lp.mu.Unlock()
+	lp.poke()
+}
+
+func (lp *loop) poke() {
+	select {
+	case lp.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the dirty tenants and whether to sweep, and resets both.
+func (lp *loop) take() (map[string]bool, bool) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	d, s := lp.dirty, lp.sweep
+	lp.dirty, lp.sweep = map[string]bool{}, false
+	return d, s
+}
+
+// Run runs the engine until ctx ends, then waits for the kernel runs in
+// flight (each is bounded by its own limits) and returns nil. It fails only
+// if the ledger cannot be listened to at all.
+func (e *Engine) Run(ctx context.Context) error {
+	notices := make(chan ledger.Notice, 4096)
+	listenErr := make(chan error, 1)
+	go func() {
+		listenErr <- e.l.Listen(ctx, func(n ledger.Notice) {
+			select {
+			case notices <- n:
+			default:
+				// Falling behind: sweep instead of reading every notice.
+				for _, lp := range e.loops {
+					lp.markSweep()
+				}
+			}
+		})
+	}()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.dispatch(ctx, notices)
+	}()
+	for _, lp := range e.loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.serve(ctx, lp)
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-listenErr:
+		if ctx.Err() != nil {
+			err = nil
+		}
+	}
+	wg.Wait()
+	e.runs.Wait()
+	return err
+}
+
+// dispatch turns notices into dirty tenants: it looks the notified ids up
+// in ledger.heads, a batch at a time, and wakes the loops their spans
+// concern.
+func (e *Engine) dispatch(ctx context.Context, notices <-chan ledger.Notice) {
+	for {
+		var batch []string
+		select {
+		case <-ctx.Done():
+			return
+		case n := <-notices:
+			if n.Gap {
+				for _, lp := range e.loops {
+					lp.markSweep()
+				}
+				continue
+			}
+			batch = append(batch, n.ID)
+		}
+		// Gather what arrived meanwhile: one lookup for many notices.
+	more:
+		for len(batch) < 1000 {
+			select {
+			case n := <-notices:
+				if n.Gap {
+					for _, lp := range e.loops {
+						lp.markSweep()
+					}
+					continue
+				}
+				batch = append(batch, n.ID)
+			default:
+				break more
+			}
+		}
+		if err := e.route(ctx, batch); err != nil && ctx.Err() == nil {
+			e.log.Warn("reading notified spans; sweeping instead", "err", err)
+			for _, lp := range e.loops {
+				lp.markSweep()
+			}
+		}
+	}
+}
+
+func (e *Engine) route(ctx context.Context, ids []string) error {
+	return e.l.InTx(ctx, ledger.System(), pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT tenant_id, entity_type, coalesce(status, '') FROM ledger.heads WHERE id = ANY($1::uuid[])`, ids)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var tenant, kind, status string
+			if err := rows.Scan(&tenant, &kind, &status); err != nil {
+				return err
+			}
+			if slices.Contains(internal, kind) {
+				continue
+			}
+			switch {
+			case kind == "request" && status == "scheduled":
+				e.loops[RequestWorker].mark(tenant)
+			case kind == "function" && status == "scheduled":
+				e.loops[Observer].mark(tenant)
+			}
+			e.loops[PolicyAgent].mark(tenant)
+		}
+		return rows.Err()
+	})
+}
+
+// serve runs one loop: on its interval it sweeps every tenant with standing
+// work; when woken, it runs the dirty tenants.
+func (e *Engine) serve(ctx context.Context, lp *loop) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			lp.markSweep()
+		case <-lp.wake:
+		}
+		dirty, sweep := lp.take()
+		m, err := e.h.LoadManifest(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				e.log.Warn("no manifest; the engine waits", "loop", lp.name, "err", err)
+			}
+			timer.Reset(e.interval(lp.name, nil))
+			continue
+		}
+		kernel := m.Kernels[lp.name]
+		if kernel == "" {
+			timer.Reset(e.interval(lp.name, m))
+			continue
+		}
+		if sweep {
+			tenants, err := e.standing(ctx, lp.name)
+			if err != nil {
+				if ctx.Err() == nil {
+					e.log.Warn("sweep", "loop", lp.name, "err", err)
+				}
+			}
+			for _, t := range tenants {
+				dirty[t] = true
+			}
+			timer.Reset(e.interval(lp.name, m))
+		}
+		e.runTenants(ctx, lp, kernel, dirty)
+	}
+}
+
+func (e *Engine) interval(name string, m *stage0.Manifest) time.Duration {
+	var cfg time.Duration
+	var ms int
+	var def time.Duration
+	switch name {
+	case Observer:
+		cfg, def = e.cfg.Observer, DefaultObserver
+		if m != nil {
+			ms = m.Engine.ObserverMs
+		}
+	case RequestWorker:
+		cfg, def = e.cfg.Requests, DefaultRequests
+		if m != nil {
+			ms = m.Engine.RequestWorkerMs
+		}
+	default:
+		cfg, def = e.cfg.Policies, DefaultPolicies
+		if m != nil {
+			ms = m.Engine.PolicyAgentMs
+		}
+	}
+	switch {
+	case cfg > 0:
+		return cfg
+	case ms > 0:
+		return time.Duration(ms) * time.Millisecond
+	}
+	return def
+}
+
+// standing lists the tenants with standing work for a loop: open requests,
+// scheduled functions, or (for policies) every tenant — stock policies
+// apply to all. Each is an index scan of what is open, or a loose index
+// scan over the tenants.
+func (e *Engine) standing(ctx context.Context, name string) ([]string, error) {
+	var q string
+	switch name {
+	case RequestWorker:
+		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'request' AND status = 'scheduled'`
+	case Observer:
+		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'function' AND status = 'scheduled'`
+	default:
+		q = `WITH RECURSIVE t(tenant_id) AS (
+		       (SELECT tenant_id FROM ledger.heads ORDER BY tenant_id LIMIT 1)
+		       UNION ALL
+		       SELECT (SELECT h.tenant_id FROM ledger.heads h WHERE h.tenant_id > t.tenant_id ORDER BY h.tenant_id LIMIT 1)
+		       FROM t WHERE t.tenant_id IS NOT NULL)
+		     SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL`
+	}
+	var out []string
+	err := e.l.InTx(ctx, ledger.System(), pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, q)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	return out, err
+}
+
+// runTenants boots the loop's kernel for each tenant, Concurrency at a
+// time, and waits. A tenant whose kernel says it has more to do is marked
+// dirty again.
+func (e *Engine) runTenants(ctx context.Context, lp *loop, kernel string, tenants map[string]bool) {
+	sem := make(chan struct{}, e.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for t := range tenants {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		e.runs.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done(); e.runs.Done() }()
+			if e.tick(ctx, lp.name, kernel, t) {
+				lp.mark(t)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// tick runs one kernel pass for a tenant and reports whether it left work
+// for another pass. An ending engine lets the pass finish: a run cut short
+// would be recorded as a failure.
+func (e *Engine) tick(ctx context.Context, name, kernel, tenant string) (more bool) {
+	env := map[string]string{"TENANT": tenant}
+	if e.cfg.Batch > 0 {
+		env["BATCH"] = strconv.Itoa(e.cfg.Batch)
+	}
+	start := time.Now()
+	res, err := e.h.Tick(context.WithoutCancel(ctx), kernel, tenant, env)
+	if err != nil {
+		var r *stage0.Refusal
+		if errors.As(err, &r) {
+			e.log.Error("kernel refused", "kernel", name, "tenant", tenant, "code", r.Code, "err", r.Message)
+		} else if ctx.Err() == nil {
+			e.log.Warn("kernel", "kernel", name, "tenant", tenant, "err", err)
+		}
+		return false
+	}
+	if res.Err != nil {
+		e.log.Warn("kernel failed", "kernel", name, "tenant", tenant, "code", res.Err.Code, "err", res.Err.Message)
+		return false
+	}
+	var out struct {
+		More      bool `json:"more"`
+		Processed int  `json:"processed"`
+		Busy      bool `json:"busy"`
+	}
+	_ = json.Unmarshal(res.Output, &out)
+	e.log.Debug("kernel pass", "kernel", name, "tenant", tenant, "output", string(res.Output), "took", time.Since(start))
+	return out.More
+}
