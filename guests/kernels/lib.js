@@ -60,9 +60,14 @@ function parseCursor(c) {
   return m ? { tx: m[1], ord: m[2] } : { tx: '0', ord: '0' };
 }
 
+// rowsAfter reads a tenant's spans after a cursor, oldest first, with every
+// column but code (a module can weigh megabytes; no policy judges code).
 async function rowsAfter(sql, tenant, cursor, limit, extra) {
   const c = parseCursor(cursor);
-  const { rows } = await sql`SELECT *, tx_id::text AS cursor_tx FROM ledger.universal_registry
+  const { rows } = await sql`SELECT id, seq, entity_type, who, did, "this", at, parent_id, related_to, owner_id,
+      tenant_id, visibility, status, is_deleted, name, description, language, runtime, input, output, error,
+      duration_ms, trace_id, prev_hash, curr_hash, signature, public_key, metadata, ord, tx_id::text AS cursor_tx
+    FROM ledger.universal_registry
     WHERE tenant_id = ${tenant}
       AND (tx_id, ord) > (${c.tx}::xid8, ${c.ord}::bigint)
       AND tx_id < pg_snapshot_xmin(pg_current_snapshot())

@@ -38,7 +38,7 @@ globalThis.default = async function main(ctx) {
       if (rows.length === batch) await insertSpan(advance(cursor, cursorId, p, rows));
       continue;
     }
-    const candidates = spans.map(({ cursor_tx, tx_id, ord, ...s }) => Object.assign(s, { when: s.at }));
+    const candidates = spans.map(({ cursor_tx, ord, ...s }) => Object.assign(s, { when: s.at }));
     // What a policy emits belongs to the policy's owner — or, for a stock
     // policy of the manifest, to the owner of the span it is about, with
     // that span's visibility (never public because the policy is).

@@ -52,7 +52,8 @@ type Config struct {
 	// Intervals of the loops' sweeps over every tenant with standing work
 	// (notifications wake a tenant's kernel sooner).
 	Observer, Requests, Policies time.Duration
-	// Concurrency is how many tenants each loop serves at once (default 4).
+	// Concurrency is how many kernel runs the engine has in flight at
+	// once, all loops together (default 4).
 	Concurrency int
 	// Batch is passed to the kernels as env BATCH (requests or spans per
 	// pass; 0: the kernels' own default).
@@ -78,6 +79,7 @@ type Engine struct {
 	loops map[string]*loop
 
 	runs sync.WaitGroup // kernel runs in flight
+	sem  chan struct{}  // Concurrency slots
 }
 
 // New makes an Engine over a ledger and the Stage-0 host that boots its
@@ -89,7 +91,8 @@ func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	e := &Engine{l: l, h: h, cfg: cfg, log: cfg.Log.With("component", "engine"), loops: map[string]*loop{}}
+	e := &Engine{l: l, h: h, cfg: cfg, log: cfg.Log.With("component", "engine"), loops: map[string]*loop{},
+		sem: make(chan struct{}, cfg.Concurrency)}
 	for _, name := range []string{Observer, RequestWorker, PolicyAgent} {
 		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true}
 	}
@@ -354,11 +357,11 @@ func (e *Engine) standing(ctx context.Context, name string) ([]string, error) {
 	return out, err
 }
 
-// runTenants boots the loop's kernel for each tenant, Concurrency at a
-// time, and waits. A tenant whose kernel says it has more to do is marked
-// dirty again.
+// runTenants boots the loop's kernel for each tenant, in the engine's
+// Concurrency slots, and waits. A tenant whose kernel says it has more to
+// do is marked dirty again.
 func (e *Engine) runTenants(ctx context.Context, lp *loop, kernel string, tenants map[string]bool) {
-	sem := make(chan struct{}, e.cfg.Concurrency)
+	sem := e.sem
 	var wg sync.WaitGroup
 	for t := range tenants {
 		if ctx.Err() != nil {

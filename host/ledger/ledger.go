@@ -13,6 +13,8 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +36,14 @@ type Ledger struct {
 	own  bool // the pool was opened by Open and is closed by Close
 
 	guestOK atomic.Bool // GuestRole was seen unable to call set_config
+
+	// leases is the pool TryLock takes its connections from: a lease
+	// keeps its connection for as long as it is held, so leases must not
+	// starve the statements of the pool (a kernel holding a lease still
+	// needs connections for its SQL).
+	leaseOnce sync.Once
+	leases    *pgxpool.Pool
+	leaseErr  error
 }
 
 // Option configures a Ledger.
@@ -61,6 +71,11 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Ledger, err
 	if err != nil {
 		return nil, fmt.Errorf("error parsing database URL: %w", err)
 	}
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		// pgxpool's default (the number of CPUs, at least 4) is too few
+		// for a server: the API and the engine's kernels share the pool.
+		cfg.MaxConns = max(cfg.MaxConns, DefaultMaxConns)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("error connecting to the database: %w", err)
@@ -74,8 +89,16 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Ledger, err
 	return l, nil
 }
 
-// Close releases the pool if Open made it.
+// DefaultMaxConns is the pool size Open uses when the URL does not set
+// pool_max_conns. Connections are opened on demand.
+const DefaultMaxConns = 16
+
+// Close releases the pool if Open made it, and the leases' pool.
 func (l *Ledger) Close() {
+	l.leaseOnce.Do(func() {}) // no lease pool may be made after Close
+	if l.leases != nil {
+		l.leases.Close()
+	}
 	if l.own {
 		l.pool.Close()
 	}

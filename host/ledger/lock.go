@@ -31,7 +31,11 @@ func (l *Ledger) TryLock(ctx context.Context, p Principal, key string) (*Lease, 
 	if key == "" || len(key) > 1024 {
 		return nil, false, fmt.Errorf("%w: lock key must be 1 to 1024 bytes", ErrInvalid)
 	}
-	conn, err := l.pool.Acquire(ctx)
+	leases, err := l.leasePool()
+	if err != nil {
+		return nil, false, fmt.Errorf("error taking lock %q: %w", key, err)
+	}
+	conn, err := leases.Acquire(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("error taking lock %q: %w", key, err)
 	}
@@ -46,6 +50,24 @@ func (l *Ledger) TryLock(ctx context.Context, p Principal, key string) (*Lease, 
 		return nil, false, nil
 	}
 	return &Lease{conn: conn, tenant: p.Tenant, key: key}, true, nil
+}
+
+// MaxLeases bounds the leases held at once through one Ledger (each holds a
+// connection of its own).
+const MaxLeases = 64
+
+// leasePool makes, once, the pool leases hold their connections from: the
+// same server and settings as the main pool, its own connections.
+func (l *Ledger) leasePool() (*pgxpool.Pool, error) {
+	l.leaseOnce.Do(func() {
+		cfg := l.pool.Config()
+		cfg.MaxConns, cfg.MinConns = MaxLeases, 0
+		l.leases, l.leaseErr = pgxpool.NewWithConfig(context.Background(), cfg)
+	})
+	if l.leases == nil && l.leaseErr == nil {
+		return nil, fmt.Errorf("the ledger is closed")
+	}
+	return l.leases, l.leaseErr
 }
 
 // Release gives the lock back.

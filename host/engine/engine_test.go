@@ -1,0 +1,326 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logline/logline/host/engine"
+	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/ledger/ledgertest"
+	"github.com/logline/logline/host/sandbox"
+	"github.com/logline/logline/host/sandbox/extism"
+	"github.com/logline/logline/host/span"
+	"github.com/logline/logline/host/stage0"
+	"github.com/logline/logline/seeds"
+)
+
+var testPG *ledgertest.Server
+
+func TestMain(m *testing.M) {
+	if url := os.Getenv(childEnv); url != "" {
+		// The SIGKILL test's engine process (see TestKilledEngine).
+		os.Exit(runChild(url))
+	}
+	os.Exit(ledgertest.Main(m, "engine", &testPG))
+}
+
+var operator = ledger.User("logline", "operator")
+
+// world is one database seeded like `logline dev` does it: the stock
+// kernels and policies signed by admin, the manifest trusting admin.
+type world struct {
+	url   string
+	admin *span.Key
+	l     *ledger.Ledger // the test's own view, as system or a user
+}
+
+// manifestPatch changes the seeded manifest's metadata for a test.
+type manifestPatch map[string]any
+
+func newWorld(t *testing.T, patch manifestPatch) *world {
+	t.Helper()
+	ctx := context.Background()
+	w := &world{url: testPG.Database(t, "engine")}
+	var err error
+	w.admin, err = span.GenerateKey()
+	require.NoError(t, err)
+	w.l, err = ledger.Open(ctx, w.url, ledger.WithKey(w.admin))
+	require.NoError(t, err)
+	t.Cleanup(w.l.Close)
+	_, _, err = seeds.Load(ctx, w.l, operator, w.admin)
+	require.NoError(t, err)
+	// Fast loops for tests, plus the test's own settings.
+	meta := manifestPatch{"engine": map[string]any{"observer_ms": 200, "request_worker_ms": 200, "policy_agent_ms": 300}}
+	for k, v := range patch {
+		meta[k] = v
+	}
+	w.patchManifest(t, meta)
+	return w
+}
+
+func (w *world) patchManifest(t *testing.T, patch manifestPatch) {
+	t.Helper()
+	ctx := context.Background()
+	m, err := w.l.Latest(ctx, ledger.System(), stage0.ManifestID)
+	require.NoError(t, err)
+	var meta map[string]any
+	require.NoError(t, json.Unmarshal(m.Metadata, &meta))
+	for k, v := range patch {
+		meta[k] = v
+	}
+	next := m
+	next.Seq, next.PrevHash, next.At, next.CurrHash, next.Signature, next.PublicKey = m.Seq+1, m.CurrHash, "", "", "", ""
+	next.Metadata, err = json.Marshal(meta)
+	require.NoError(t, err)
+	require.NoError(t, ledger.Fill(operator, &next, span.FormatTime(time.Now())))
+	require.NoError(t, w.admin.Seal(&next))
+	_, err = w.l.Append(ctx, operator, next)
+	require.NoError(t, err)
+}
+
+// startEngine runs an engine as another host would: its own pool, sandbox,
+// node key and Stage-0 host. The returned function stops it and waits.
+func startEngine(t *testing.T, url string, cfg engine.Config) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	node, err := span.GenerateKey()
+	require.NoError(t, err)
+	l, err := ledger.Open(ctx, url, ledger.WithKey(node))
+	require.NoError(t, err)
+	rt, err := sandbox.New(ctx, sandbox.Config{})
+	require.NoError(t, err)
+	ext, err := extism.New(ctx, extism.Config{})
+	require.NoError(t, err)
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		if testing.Verbose() {
+			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+	}
+	e := engine.New(l, stage0.New(l, rt, ext), cfg)
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Error("the engine did not stop within 30s")
+			}
+			_ = rt.Close(context.Background())
+			_ = ext.Close(context.Background())
+			l.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// jsFunction is a user function span in JavaScript.
+func jsFunction(code string, status string, input any) span.Span {
+	in, _ := json.Marshal(input)
+	if input == nil {
+		in = nil
+	}
+	return span.Span{EntityType: "function", Who: "alice", Did: "defined", This: "function", Status: status,
+		Name: "f", Runtime: stage0.RuntimeQuickJS, Language: "javascript", Code: code, Input: in, Visibility: "private"}
+}
+
+func (w *world) append(t *testing.T, p ledger.Principal, spans ...span.Span) []span.Span {
+	t.Helper()
+	out, err := w.l.Append(context.Background(), p, spans...)
+	require.NoError(t, err)
+	return out
+}
+
+// spans lists, as the system principal, the spans of an entity type whose
+// related_to holds id ("" for all), oldest first.
+func (w *world) spans(t *testing.T, entityType, related string) []span.Span {
+	t.Helper()
+	ctx := context.Background()
+	var out []span.Span
+	q := `SELECT id FROM ledger.universal_registry WHERE entity_type = $1 AND ($2 = '' OR $2::uuid = ANY(related_to)) AND seq = 0 ORDER BY ord`
+	rows, err := w.l.Pool().Query(ctx, q, entityType, related)
+	require.NoError(t, err)
+	var ids []string
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		ids = append(ids, id)
+	}
+	require.NoError(t, rows.Err())
+	for _, id := range ids {
+		s, err := w.l.Latest(ctx, ledger.System(), id)
+		require.NoError(t, err)
+		out = append(out, s)
+	}
+	return out
+}
+
+func (w *world) count(t *testing.T, q string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, w.l.Pool().QueryRow(context.Background(), q, args...).Scan(&n))
+	return n
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// execution waits for the execution span of function fn.
+func (w *world) execution(t *testing.T, fn string, timeout time.Duration) span.Span {
+	t.Helper()
+	var ex []span.Span
+	eventually(t, timeout, "the execution of "+fn, func() bool {
+		ex = w.spans(t, "execution", fn)
+		return len(ex) > 0
+	})
+	require.Len(t, ex, 1, "exactly one execution of %s", fn)
+	return ex[0]
+}
+
+func meta(t *testing.T, s span.Span) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if len(s.Metadata) > 0 {
+		require.NoError(t, json.Unmarshal(s.Metadata, &m))
+	}
+	return m
+}
+
+var alice = ledger.User("acme", "alice")
+
+func TestEndToEnd(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, manifestPatch{"policy": map[string]any{"slow_ms": 10}})
+	startEngine(t, w.url, engine.Config{})
+
+	// Scheduled → exactly one request → one signed execution with output.
+	fn := w.append(t, alice, jsFunction(`return { sum: input.a + input.b }`, "scheduled", map[string]int{"a": 1, "b": 2}))[0]
+	ex := w.execution(t, fn.ID, 30*time.Second)
+	require.Equal(t, "complete", ex.Status, string(ex.Error))
+	require.JSONEq(t, `{"sum":3}`, string(ex.Output))
+	require.Equal(t, "acme", ex.TenantID)
+	require.Equal(t, "alice", ex.OwnerID)
+	require.NotEmpty(t, ex.TraceID)
+	require.NotNil(t, ex.DurationMs)
+	require.NotEmpty(t, ex.Signature, "signed by the engine's node key")
+	require.NoError(t, span.Verify(&ex))
+	m := meta(t, ex)
+	require.Positive(t, m["fuel_used"])
+	reqs := w.spans(t, "request", fn.ID)
+	require.Len(t, reqs, 1)
+	require.Equal(t, reqs[0].ID, m["request_id"])
+	require.Equal(t, "complete", reqs[0].Status, "the request's next version closes it")
+
+	// A throwing function: an error execution, and the stock error_report
+	// policy opens a report on it.
+	bad := w.append(t, alice, jsFunction(`throw new Error("boom: no such thing")`, "scheduled", nil))[0]
+	ex = w.execution(t, bad.ID, 30*time.Second)
+	require.Equal(t, "error", ex.Status)
+	var e struct{ Code, Message string }
+	require.NoError(t, json.Unmarshal(ex.Error, &e))
+	require.Equal(t, "guest_error", e.Code)
+	require.Contains(t, e.Message, "boom: no such thing")
+	eventually(t, 30*time.Second, "an error_report", func() bool { return len(w.spans(t, "error_report", ex.ID)) == 1 })
+
+	// A slow one (over the manifest's 10 ms, with fuel of its own asked in
+	// its span): status_patch slow.
+	slowFn := jsFunction(`for (var i = 0; i < 60000; i++) {} return i`, "scheduled", nil)
+	slowFn.Metadata = json.RawMessage(`{"limits":{"fuel":150000000}}`)
+	slow := w.append(t, alice, slowFn)[0]
+	ex = w.execution(t, slow.ID, 30*time.Second)
+	require.Equal(t, "complete", ex.Status, string(ex.Error))
+	require.Greater(t, *ex.DurationMs, int32(10))
+	patches := w.spans(t, "status_patch", ex.ID)
+	require.NotEmpty(t, patches)
+	require.Equal(t, "slow", meta(t, patches[0])["status"])
+
+	// Stock policies saw the executions.
+	eventually(t, 30*time.Second, "duration metrics", func() bool {
+		return w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'metric' AND "this" = 'exec.duration_ms' AND tenant_id = 'acme'`) >= 3
+	})
+}
+
+func TestQuota(t *testing.T) {
+	t.Parallel()
+	override, err := span.GenerateKey()
+	require.NoError(t, err)
+	w := newWorld(t, manifestPatch{
+		"throttle":            map[string]any{"per_tenant_daily_exec_limit": 3},
+		"override_pubkey_hex": override.PublicHex(),
+	})
+	startEngine(t, w.url, engine.Config{})
+	var fns []span.Span
+	for i := 0; i < 4; i++ {
+		fns = append(fns, w.append(t, alice, jsFunction(fmt.Sprintf(`return %d`, i), "scheduled", nil))[0])
+	}
+	eventually(t, 30*time.Second, "4 requests closed", func() bool {
+		return w.count(t, `SELECT count(*) FROM ledger.heads WHERE entity_type = 'request' AND status <> 'scheduled'`) == 4
+	})
+	require.Equal(t, 3, w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'execution'`))
+	v := w.spans(t, "policy_violation", "")
+	require.Len(t, v, 1, "the 4th execution of the day is blocked")
+	var e struct{ Code string }
+	require.NoError(t, json.Unmarshal(v[0].Error, &e))
+	require.Equal(t, "quota_exceeded", e.Code)
+	// The stock throttle policy labels the function.
+	eventually(t, 30*time.Second, "a throttled label", func() bool { return len(w.spans(t, "status_patch", v[0].ParentID)) > 0 })
+
+	// A force override signed by the manifest's override key runs anyway.
+	forced := jsFunction(`return "forced"`, "scheduled", nil)
+	forced.Metadata = json.RawMessage(`{"force":true}`)
+	require.NoError(t, ledger.Fill(alice, &forced, span.FormatTime(time.Now())))
+	require.NoError(t, override.Seal(&forced))
+	f := w.append(t, alice, forced)[0]
+	ex := w.execution(t, f.ID, 30*time.Second)
+	require.Equal(t, "complete", ex.Status, string(ex.Error))
+	require.JSONEq(t, `"forced"`, string(ex.Output))
+	require.Equal(t, true, meta(t, ex)["forced"])
+
+	// The same force flag signed by someone else is blocked.
+	fake := jsFunction(`return "sneaky"`, "scheduled", nil)
+	fake.Metadata = json.RawMessage(`{"force":true}`)
+	f2 := w.append(t, alice, fake)[0]
+	eventually(t, 30*time.Second, "the fake override blocked", func() bool { return len(w.spans(t, "policy_violation", f2.ID)) == 1 })
+	require.Empty(t, w.spans(t, "execution", f2.ID))
+}
+
+// Tenants never see each other's work: acme's requests run in acme, globex's
+// in globex, and each execution is invisible to the other tenant.
+func TestTenantsStayApart(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	startEngine(t, w.url, engine.Config{})
+	bob := ledger.User("globex", "bob")
+	fa := w.append(t, alice, jsFunction(`return "acme"`, "scheduled", nil))[0]
+	fb := w.append(t, bob, jsFunction(`return "globex"`, "scheduled", nil))[0]
+	ea := w.execution(t, fa.ID, 30*time.Second)
+	eb := w.execution(t, fb.ID, 30*time.Second)
+	require.Equal(t, "acme", ea.TenantID)
+	require.Equal(t, "globex", eb.TenantID)
+	_, err := w.l.Latest(context.Background(), bob, ea.ID)
+	require.ErrorIs(t, err, ledger.ErrNotFound)
+	_, err = w.l.Latest(context.Background(), alice, eb.ID)
+	require.ErrorIs(t, err, ledger.ErrNotFound)
+}
