@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/logline/logline/host/api"
 	"github.com/logline/logline/host/ledger"
 	"github.com/logline/logline/host/localpg"
 	"github.com/logline/logline/host/span"
@@ -17,25 +20,46 @@ import (
 
 // devInfo is what `logline dev` writes to <data dir>/dev.json for scripts.
 type devInfo struct {
+	URL         string `json:"url"`
+	Token       string `json:"token"`
+	Tenant      string `json:"tenant"`
+	User        string `json:"user"`
 	DatabaseURL string `json:"database_url"`
 	KeyFile     string `json:"key_file"`
 	PublicKey   string `json:"public_key"`
 }
 
+// The dev token's principal unless --tenant/--user say otherwise (the
+// README's tour acts as the same one), and how long it lasts: a new one is
+// made at every start.
+const (
+	devTenant   = "acme"
+	devUser     = "alice"
+	devTokenTTL = 30 * 24 * time.Hour
+)
+
 func (a *app) devCmd() *cobra.Command {
-	var dataDir, addr string
+	var dataDir string
+	var o serveOptions
 	cmd := &cobra.Command{
 		Use:   "dev [--data DIR] [--addr HOST:PORT]",
-		Short: "Private PostgreSQL (unless DATABASE_URL is set) + migrate + seed; stays up until Ctrl-C",
+		Short: "Private PostgreSQL (unless DATABASE_URL is set) + migrate + seed + serve the API; stays up until Ctrl-C",
 		Long: `Starts a private PostgreSQL from this machine's server binaries under DIR/pg
 (as an unprivileged user when run as root), migrates it, makes a dev key (DIR/dev.key) once,
-seeds the manifest trusting it, writes DIR/dev.json and stays
-up until interrupted. A second start reuses the data. With DATABASE_URL (or
---database-url) it uses that server instead.`,
+seeds the manifest trusting it, and serves the API on --addr (default :8080). It prints the
+URL and a dev token (for --tenant/--user, default acme/alice) and writes them to DIR/dev.json
+with database_url. Ctrl-C stops the server and the database. A second start reuses the data.
+With DATABASE_URL (or --database-url) it uses that server instead.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			_ = addr // the API server comes with the HTTP API issue
+			p := ledger.User(devTenant, devUser)
+			if a.hasPrincipal() {
+				var err error
+				if p, err = a.principal(); err != nil {
+					return err
+				}
+			}
 			dbURL := a.databaseURL
 			if dbURL == "" {
 				dbURL = a.getenv("DATABASE_URL")
@@ -43,6 +67,12 @@ up until interrupted. A second start reuses the data. With DATABASE_URL (or
 			if err := os.MkdirAll(dataDir, 0o755); err != nil {
 				return fmt.Errorf("error creating data directory: %w", err)
 			}
+			// Bind first: a busy port should fail before anything starts.
+			ln, err := net.Listen("tcp", o.addr)
+			if err != nil {
+				return usageError{fmt.Errorf("--addr: %w", err)}
+			}
+			defer ln.Close()
 			if dbURL == "" {
 				srv, err := localpg.Start(ctx, localpg.Config{DataDir: filepath.Join(dataDir, "pg"), Durable: true})
 				if err != nil {
@@ -56,7 +86,8 @@ up until interrupted. A second start reuses the data. With DATABASE_URL (or
 				return err
 			}
 			// A dev key, made once: it signs what the host records and the
-			// seeded manifest trusts it, so kernels signed with it may boot.
+			// seeded manifest trusts it, so kernels signed with it may boot
+			// and tokens signed with it are accepted.
 			keyFile := filepath.Join(dataDir, "dev.key")
 			key, err := span.LoadKey(keyFile)
 			if errors.Is(err, fs.ErrNotExist) {
@@ -71,12 +102,18 @@ up until interrupted. A second start reuses the data. With DATABASE_URL (or
 			if err != nil {
 				return err
 			}
+			defer l.Close()
 			added, _, err := seed(ctx, l, ledger.User(operatorTenant, operatorUser), key)
-			l.Close()
 			if err != nil {
 				return err
 			}
-			info, err := json.MarshalIndent(devInfo{DatabaseURL: dbURL, KeyFile: keyFile, PublicKey: key.PublicHex()}, "", "  ")
+			token, err := api.IssueToken(key, p.Tenant, p.User, devTokenTTL, time.Now())
+			if err != nil {
+				return err
+			}
+			url := baseURL(ln.Addr())
+			info, err := json.MarshalIndent(devInfo{URL: url, Token: token, Tenant: p.Tenant, User: p.User,
+				DatabaseURL: dbURL, KeyFile: keyFile, PublicKey: key.PublicHex()}, "", "  ")
 			if err != nil {
 				return err
 			}
@@ -87,13 +124,16 @@ up until interrupted. A second start reuses the data. With DATABASE_URL (or
 			a.printf("schema version %d (was %d); seeded %d spans\n", to, from, added)
 			a.printf("dev key %s (public %s), trusted by the manifest\n", keyFile, key.PublicHex())
 			a.printf("DATABASE_URL=%s\n", dbURL)
+			a.printf("API %s (OpenAPI at %s/api/openapi.json)\n", url, url)
+			a.printf("TOKEN=%s\n", token)
+			a.printf("  (acts as user %s in tenant %s for %s)\n", p.User, p.Tenant, devTokenTTL)
 			a.printf("wrote %s; Ctrl-C stops\n", infoPath)
-			<-ctx.Done()
+			err = a.runServer(ctx, l, key, ln, o)
 			a.printf("stopping\n")
-			return nil
+			return err
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data", ".logline", "directory for the private database and dev.json")
-	cmd.Flags().StringVar(&addr, "addr", ":8080", "API listen address (served once the HTTP API lands)")
+	cmd.Flags().StringVar(&dataDir, "data", ".logline", "directory for the private database, the dev key and dev.json")
+	o.flags(cmd.Flags())
 	return cmd
 }

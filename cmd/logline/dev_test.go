@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -37,45 +39,68 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var urlLine = regexp.MustCompile(`(?m)^DATABASE_URL=(\S+)$`)
+var (
+	urlLine   = regexp.MustCompile(`(?m)^DATABASE_URL=(\S+)$`)
+	readyLine = regexp.MustCompile(`(?m)^wrote .*; Ctrl-C stops$`)
+)
 
-// startDev runs `logline dev` until the returned stop is called; it waits
-// for the DATABASE_URL line and returns it.
+// startDev runs `logline dev` (on a free loopback port unless args name
+// --addr) until the returned stop is called; it waits until dev is up and
+// returns the DATABASE_URL it printed.
 func startDev(t *testing.T, env map[string]string, args ...string) (dbURL string, stop func() int) {
+	t.Helper()
+	if !slices.Contains(args, "--addr") {
+		args = append(args, "--addr", "127.0.0.1:0")
+	}
+	_, dbURL, stop = startCmd(t, env, readyLine, append([]string{"dev"}, args...)...)
+	return dbURL, stop
+}
+
+// startCmd runs a long-lived command until stop is called; it waits for a
+// line matching ready and returns the output so far and the DATABASE_URL
+// line's value, if any.
+func startCmd(t *testing.T, env map[string]string, ready *regexp.Regexp, args ...string) (out *syncBuffer, dbURL string, stop func() int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out, errb := &syncBuffer{}, &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, append([]string{"dev"}, args...), stdio{in: strings.NewReader(""), out: out, err: errb},
+		done <- run(ctx, args, stdio{in: strings.NewReader(""), out: out, err: errb},
 			func(k string) string { return env[k] })
 	}()
 	deadline := time.After(90 * time.Second)
 	for {
-		if m := urlLine.FindStringSubmatch(out.String()); m != nil {
-			dbURL = m[1]
+		if ready.MatchString(out.String()) {
+			if m := urlLine.FindStringSubmatch(out.String()); m != nil {
+				dbURL = m[1]
+			}
 			break
 		}
 		select {
 		case code := <-done:
 			cancel()
-			t.Fatalf("logline dev exited %d: %s %s", code, out.String(), errb.String())
+			t.Fatalf("logline %s exited %d: %s %s", args[0], code, out.String(), errb.String())
 		case <-deadline:
 			cancel()
-			t.Fatalf("logline dev did not come up: %s %s", out.String(), errb.String())
+			t.Fatalf("logline %s did not come up: %s %s", args[0], out.String(), errb.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return dbURL, func() int {
-		cancel()
-		select {
-		case code := <-done:
-			return code
-		case <-time.After(30 * time.Second):
-			t.Fatal("logline dev did not stop")
-			return -1
-		}
+	var once sync.Once
+	code := -1
+	stop = func() int {
+		once.Do(func() {
+			cancel()
+			select {
+			case code = <-done:
+			case <-time.After(30 * time.Second):
+				t.Errorf("logline %s did not stop", args[0])
+			}
+		})
+		return code
 	}
+	t.Cleanup(func() { stop() })
+	return out, dbURL, stop
 }
 
 func TestDevWithPrivatePostgresReusesData(t *testing.T) {
@@ -108,6 +133,11 @@ func TestDevWithPrivatePostgresReusesData(t *testing.T) {
 	got, err := l.Latest(ctx, ledger.User("acme", "alice"), out[0].ID)
 	require.NoError(t, err)
 	require.Equal(t, out[0].CurrHash, got.CurrHash)
+	// The new start's API and token see it too.
+	restarted := readDevInfo(t, data)
+	code, body := call(t, http.MethodGet, restarted.URL+"/api/spans/"+out[0].ID, restarted.Token, "")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, out[0].CurrHash)
 
 	// The same dev key, and the seeded manifest (signed by it) trusts it,
 	// once: a second start seeds nothing new.

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/logline/logline/host/api"
+	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/span"
+)
+
+// serveOptions are the server settings `serve` and `dev` share.
+type serveOptions struct {
+	addr    string
+	cors    []string
+	maxBody int64
+}
+
+func (o *serveOptions) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.addr, "addr", ":8080", "API listen address, HOST:PORT")
+	fs.StringArrayVar(&o.cors, "cors-origin", nil, "allow browsers from this origin (repeatable; * for any); CORS is off without it")
+	fs.Int64Var(&o.maxBody, "max-body-bytes", 0, "largest request body accepted (default 64 MiB)")
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	var o serveOptions
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "serve [--addr HOST:PORT]",
+		Short: "Serve the HTTP API (REST + SSE) on an existing, migrated database",
+		Long: `Serves the API on DATABASE_URL until interrupted (SIGINT or SIGTERM: requests in flight
+finish, streams end). The node key (--key, default $LOGLINE_KEY_FILE) signs the spans the
+server seals and verifies bearer tokens, together with the keys the manifest trusts.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if keyFile == "" {
+				keyFile = a.nodeKeyFile()
+			}
+			var key *span.Key
+			if keyFile != "" {
+				var err error
+				if key, err = span.LoadKey(keyFile); err != nil {
+					return usageError{err}
+				}
+			}
+			u, err := a.dbURL()
+			if err != nil {
+				return err
+			}
+			l, err := ledger.Open(ctx, u, ledgerOptions(key)...)
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			ln, err := net.Listen("tcp", o.addr)
+			if err != nil {
+				return usageError{fmt.Errorf("--addr: %w", err)}
+			}
+			a.printf("serving %s (OpenAPI at /api/openapi.json); Ctrl-C stops\n", baseURL(ln.Addr()))
+			if key == nil {
+				a.printf("no node key: only tokens signed by a key the manifest trusts are accepted\n")
+			}
+			return a.runServer(ctx, l, key, ln, o)
+		},
+	}
+	o.flags(cmd.Flags())
+	cmd.Flags().StringVar(&keyFile, "key", "", "node key file (default $LOGLINE_KEY_FILE)")
+	return cmd
+}
+
+func ledgerOptions(key *span.Key) []ledger.Option {
+	if key == nil {
+		return nil
+	}
+	return []ledger.Option{ledger.WithKey(key)}
+}
+
+// runServer runs what a serving process runs on l until ctx ends, then
+// shuts it down gracefully: today the HTTP API on ln. This is the one place
+// serve and dev start things, so the engine starts beside the API here.
+func (a *app) runServer(ctx context.Context, l *ledger.Ledger, key *span.Key, ln net.Listener, o serveOptions) error {
+	srv, err := api.New(api.Config{
+		Ledger:       l,
+		Key:          key,
+		CORSOrigins:  o.cors,
+		MaxBodyBytes: o.maxBody,
+		Logger:       slog.New(slog.NewTextHandler(a.io.err, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	return srv.Serve(ctx, ln)
+}
+
+// baseURL is how a client on this machine reaches addr: a wildcard
+// address becomes localhost.
+func baseURL(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "http://" + addr.String()
+	}
+	host := tcp.IP.String()
+	if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(tcp.Port))
+}
