@@ -21,10 +21,10 @@ type Stock struct {
 // §8.9): "ppol00000003" → "0b0100000003".
 var (
 	Kernels = []Stock{
-		{"00000000-0000-4000-8000-000000000001", "kernel", "run_code_kernel", "run_code.js", 100_000_000},
-		{"00000000-0000-4000-8000-000000000002", "kernel", "observer_bot_kernel", "observer.js", 100_000_000},
-		{"00000000-0000-4000-8000-000000000003", "kernel", "request_worker_kernel", "request_worker.js", 100_000_000},
-		{"00000000-0000-4000-8000-000000000004", "kernel", "policy_agent_kernel", "policy_agent.js", 100_000_000},
+		{"00000000-0000-4000-8000-000000000001", "kernel", "run_code_kernel", "run_code.js", 200_000_000},
+		{"00000000-0000-4000-8000-000000000002", "kernel", "observer_bot_kernel", "observer.js", 200_000_000},
+		{"00000000-0000-4000-8000-000000000003", "kernel", "request_worker_kernel", "request_worker.js", 200_000_000},
+		{"00000000-0000-4000-8000-000000000004", "kernel", "policy_agent_kernel", "policy_agent.js", 200_000_000},
 		{"00000000-0000-4000-8000-000000000005", "kernel", "provider_exec_kernel", "provider_exec.js", 0},
 	}
 	Policies = []Stock{
@@ -66,7 +66,9 @@ func Generate(root string, stock []Stock) ([]byte, error) {
 		}
 		meta := map[string]any{"source": "guests/" + dir + "/" + s.Source}
 		if s.Fuel > 0 {
-			meta["limits"] = map[string]any{"fuel": s.Fuel}
+			// A kernel pass appends what it did as one array: up to a
+			// batch of requests, executions and cursors.
+			meta["limits"] = map[string]any{"fuel": s.Fuel, "spans": 1000}
 		}
 		line, err := json.Marshal(map[string]any{
 			"id": s.ID, "seq": 0, "entity_type": s.Kind, "who": "operator", "did": "defined", "this": s.Kind,

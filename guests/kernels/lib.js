@@ -60,19 +60,25 @@ function parseCursor(c) {
   return m ? { tx: m[1], ord: m[2] } : { tx: '0', ord: '0' };
 }
 
-// rowsAfter reads a tenant's spans after a cursor, oldest first, with every
-// column but code (a module can weigh megabytes; no policy judges code).
-async function rowsAfter(sql, tenant, cursor, limit, extra) {
+// SPAN_COLUMNS is every column of a span but code (a module can weigh
+// megabytes; no policy judges code), plus the row's cursor position.
+const SPAN_COLUMNS = `id, seq, entity_type, who, did, "this", at, parent_id, related_to, owner_id,
+  tenant_id, visibility, status, is_deleted, name, description, language, runtime, input, output, error,
+  duration_ms, trace_id, prev_hash, curr_hash, signature, public_key, metadata`;
+
+// rowsAfter reads a tenant's spans after a cursor, oldest first: the
+// columns of SPAN_COLUMNS, or just those a caller needs (JSON costs fuel),
+// of one entity type when entityType is set.
+async function rowsAfter(sql, tenant, cursor, limit, entityType, columns) {
   const c = parseCursor(cursor);
-  const { rows } = await sql`SELECT id, seq, entity_type, who, did, "this", at, parent_id, related_to, owner_id,
-      tenant_id, visibility, status, is_deleted, name, description, language, runtime, input, output, error,
-      duration_ms, trace_id, prev_hash, curr_hash, signature, public_key, metadata, ord, tx_id::text AS cursor_tx
+  const cols = columns || SPAN_COLUMNS;
+  const { rows } = await sql(`SELECT ${cols}, ord, tx_id::text AS cursor_tx
     FROM ledger.universal_registry
-    WHERE tenant_id = ${tenant}
-      AND (tx_id, ord) > (${c.tx}::xid8, ${c.ord}::bigint)
+    WHERE tenant_id = $1
+      AND (tx_id, ord) > ($2::xid8, $3::bigint)
       AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-      AND (${extra || ''} = '' OR entity_type = ${extra || ''})
-    ORDER BY tx_id, ord LIMIT ${limit}`;
+      AND ($4 = '' OR entity_type = $4)
+    ORDER BY tx_id, ord LIMIT $5`, [tenant, c.tx, c.ord, entityType || '', limit]);
   return rows;
 }
 

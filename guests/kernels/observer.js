@@ -17,7 +17,8 @@ globalThis.default = async function main(ctx) {
   // One-shot: new scheduled function versions since the cursor.
   const cursorId = derivedId(crypto, 'cursor', 'observer', tenant);
   const cursor = (await latestOf(sql, [cursorId])).get(cursorId);
-  const fresh = await rowsAfter(sql, tenant, cursor && cursor.metadata && cursor.metadata.cursor, 200, 'function');
+  const fresh = await rowsAfter(sql, tenant, cursor && cursor.metadata && cursor.metadata.cursor, 100, 'function',
+    'id, seq, status, owner_id, visibility, trace_id, input, metadata');
   const wanted = [];
   for (const f of fresh) {
     if (f.status !== 'scheduled' || (f.metadata && f.metadata.schedule)) continue;
@@ -56,7 +57,7 @@ globalThis.default = async function main(ctx) {
     }));
   }
   if (out.length) await insertSpan(out);
-  return { requested: out.filter((s) => s.entity_type === 'request').length, more: fresh.length === 200 };
+  return { requested: out.filter((s) => s.entity_type === 'request').length, more: fresh.length === 100 };
 };
 
 // latestTick is the latest tick of schedule at or before t (ms), not before

@@ -28,7 +28,7 @@ globalThis.default = async function main(ctx) {
   for (const p of policies) {
     const cursorId = derivedId(crypto, 'cursor', 'policy', p.id, tenant);
     const cursor = (await latestOf(sql, [cursorId])).get(cursorId);
-    const rows = await rowsAfter(sql, tenant, cursor && cursor.metadata && cursor.metadata.cursor, batch, '');
+    const rows = await rowsAfter(sql, tenant, cursor && cursor.metadata && cursor.metadata.cursor, batch);
     if (rows.length === batch) more = true;
     const spans = rows.filter((r) => !INTERNAL_TYPES.includes(r.entity_type) && r.id !== p.id);
     // Only internal rows: nothing to evaluate. The cursor moves past them

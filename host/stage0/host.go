@@ -61,10 +61,12 @@ func (h *Host) module(ctx context.Context, s *span.Span) (*program, error) {
 	switch {
 	case s.Runtime == RuntimeWasm:
 	case s.Runtime == RuntimeExtism && h.ext != nil:
-	case s.Runtime == RuntimeQuickJS, s.Runtime == RuntimeExtism:
+	case s.Runtime == RuntimeQuickJS:
+		return h.quickjs(ctx, s)
+	case s.Runtime == RuntimeExtism:
 		return nil, refuse(abi.CodeInvalidModule, "span %s: runtime %q is not available on this host", s.ID, s.Runtime)
 	default:
-		return nil, refuse(abi.CodeInvalidModule, "span %s: unknown runtime %q (want wasm or extism)", s.ID, s.Runtime)
+		return nil, refuse(abi.CodeInvalidModule, "span %s: unknown runtime %q (want wasm, extism or quickjs)", s.ID, s.Runtime)
 	}
 	wasm, err := base64.StdEncoding.DecodeString(s.Code)
 	if err != nil {
@@ -278,6 +280,10 @@ func (h *Host) invoke(ctx context.Context, p ledger.Principal, id string, input 
 // limits.max_fuel.
 const DefaultMaxFuel = 100_000_000
 
+// MaxSpans bounds a span's own request for spans emitted per run
+// (metadata.limits.spans; the default is sandbox.DefaultSpans).
+const MaxSpans = 5000
+
 // limits are the sandbox defaults, then the manifest's, then the code span's
 // own metadata.limits.fuel (a kernel or function that needs more than the
 // default asks for it in its span, which its hash and signature cover),
@@ -292,15 +298,21 @@ func (h *Host) limits(m *Manifest, code *span.Span) sandbox.Limits {
 	}
 	var own struct {
 		Limits struct {
-			Fuel int64 `json:"fuel"`
+			Fuel  int64 `json:"fuel"`
+			Spans int   `json:"spans"`
 		} `json:"limits"`
 	}
-	if len(code.Metadata) > 0 && json.Unmarshal(code.Metadata, &own) == nil && own.Limits.Fuel > 0 {
-		maxFuel := m.Limits.MaxFuel
-		if maxFuel <= 0 {
-			maxFuel = DefaultMaxFuel
+	if len(code.Metadata) > 0 && json.Unmarshal(code.Metadata, &own) == nil {
+		if own.Limits.Fuel > 0 {
+			maxFuel := m.Limits.MaxFuel
+			if maxFuel <= 0 {
+				maxFuel = DefaultMaxFuel
+			}
+			lim.Fuel = min(own.Limits.Fuel, maxFuel)
 		}
-		lim.Fuel = min(own.Limits.Fuel, maxFuel)
+		if own.Limits.Spans > 0 {
+			lim.Spans = min(own.Limits.Spans, MaxSpans)
+		}
 	}
 	return lim
 }
