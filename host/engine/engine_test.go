@@ -46,7 +46,7 @@ type world struct {
 // manifestPatch changes the seeded manifest's metadata for a test.
 type manifestPatch map[string]any
 
-func newWorld(t *testing.T, patch manifestPatch) *world {
+func newWorld(t testing.TB, patch manifestPatch) *world {
 	t.Helper()
 	ctx := context.Background()
 	w := &world{url: testPG.Database(t, "engine")}
@@ -67,7 +67,7 @@ func newWorld(t *testing.T, patch manifestPatch) *world {
 	return w
 }
 
-func (w *world) patchManifest(t *testing.T, patch manifestPatch) {
+func (w *world) patchManifest(t testing.TB, patch manifestPatch) {
 	t.Helper()
 	ctx := context.Background()
 	m, err := w.l.Latest(ctx, ledger.System(), stage0.ManifestID)
@@ -89,7 +89,7 @@ func (w *world) patchManifest(t *testing.T, patch manifestPatch) {
 
 // startEngine runs an engine as another host would: its own pool, sandbox,
 // node key and Stage-0 host. The returned function stops it and waits.
-func startEngine(t *testing.T, url string, cfg engine.Config) (stop func()) {
+func startEngine(t testing.TB, url string, cfg engine.Config) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	node, err := span.GenerateKey()
@@ -138,7 +138,7 @@ func jsFunction(code string, status string, input any) span.Span {
 		Name: "f", Runtime: stage0.RuntimeQuickJS, Language: "javascript", Code: code, Input: in, Visibility: "private"}
 }
 
-func (w *world) append(t *testing.T, p ledger.Principal, spans ...span.Span) []span.Span {
+func (w *world) append(t testing.TB, p ledger.Principal, spans ...span.Span) []span.Span {
 	t.Helper()
 	out, err := w.l.Append(context.Background(), p, spans...)
 	require.NoError(t, err)
@@ -147,7 +147,7 @@ func (w *world) append(t *testing.T, p ledger.Principal, spans ...span.Span) []s
 
 // spans lists, as the system principal, the spans of an entity type whose
 // related_to holds id ("" for all), oldest first.
-func (w *world) spans(t *testing.T, entityType, related string) []span.Span {
+func (w *world) spans(t testing.TB, entityType, related string) []span.Span {
 	t.Helper()
 	ctx := context.Background()
 	var out []span.Span
@@ -169,14 +169,14 @@ func (w *world) spans(t *testing.T, entityType, related string) []span.Span {
 	return out
 }
 
-func (w *world) count(t *testing.T, q string, args ...any) int {
+func (w *world) count(t testing.TB, q string, args ...any) int {
 	t.Helper()
 	var n int
 	require.NoError(t, w.l.Pool().QueryRow(context.Background(), q, args...).Scan(&n))
 	return n
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -383,10 +385,66 @@ func jsonCapability[Req, Resp any](fn string, call func(*runState, context.Conte
 	}
 }
 
+// MaxExecBatch bounds the requests of one exec call given an array.
+const MaxExecBatch = 256
+
+// execRequests is exec's request: one abi.ExecRequest, or an array of them,
+// which the host runs concurrently (a kernel serving many requests is not
+// held to one core by its own single thread).
+type execRequests struct {
+	list  []abi.ExecRequest
+	array bool
+}
+
+func (e *execRequests) UnmarshalJSON(b []byte) error {
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+		e.array = true
+		if err := json.Unmarshal(b, &e.list); err != nil {
+			return err
+		}
+		if len(e.list) == 0 || len(e.list) > MaxExecBatch {
+			return fmt.Errorf("an array of 1 to %d requests, got %d", MaxExecBatch, len(e.list))
+		}
+		return nil
+	}
+	e.list = make([]abi.ExecRequest, 1)
+	return json.Unmarshal(b, &e.list[0])
+}
+
+// execAll runs the requests, at most GOMAXPROCS at a time. In an array, a
+// request the embedder refuses (no such span, ...) is that element's error,
+// not the call's.
+func execAll(rs *runState, ctx context.Context, req execRequests) (any, error) {
+	if !req.array {
+		return rs.caps.Exec(ctx, req.list[0])
+	}
+	out := make([]abi.ExecResult, len(req.list))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, r := range req.list {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var res abi.ExecResult
+			err := SafeCall(func() (err error) { res, err = rs.caps.Exec(ctx, r); return err })
+			if err != nil {
+				code := int32(abi.ErrFailed)
+				var ce *CallError
+				if errors.As(err, &ce) && knownCode(ce.Code) {
+					code = ce.Code
+				}
+				res = abi.ExecResult{Status: "error", Error: &abi.Error{Code: abi.ErrName(code), Message: err.Error()}}
+			}
+			out[i] = res
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}
+
 var (
-	hostExec = jsonCapability(abi.FnExec, func(rs *runState, ctx context.Context, req abi.ExecRequest) (abi.ExecResult, error) {
-		return rs.caps.Exec(ctx, req)
-	})
+	hostExec = jsonCapability(abi.FnExec, execAll)
 	hostHTTP = jsonCapability(abi.FnHTTP, func(rs *runState, ctx context.Context, req abi.HTTPRequest) (abi.HTTPResponse, error) {
 		return rs.caps.HTTP(ctx, req)
 	})

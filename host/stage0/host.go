@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/uuid"
 	"lukechampine.com/blake3"
@@ -22,6 +23,9 @@ type Host struct {
 	ledger *ledger.Ledger
 	rt     *sandbox.Runtime
 	ext    *extism.Runtime
+
+	qjsMu sync.Mutex
+	qjs   *sandbox.Module // the QuickJS guest, once loaded
 }
 
 // New makes a Host. The ledger should carry the node key (ledger.WithKey):

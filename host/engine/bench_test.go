@@ -1,0 +1,138 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logline/logline/host/engine"
+	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/span"
+)
+
+// throughput feeds requests for a trivial function at rate per second for
+// d, in one tenant, and measures how many executions per second the engine
+// commits and the latency from each request's commit to its execution's.
+type throughput struct {
+	perSec   float64
+	p50, p99 time.Duration
+}
+
+func measureThroughput(tb testing.TB, w *world, rate int, d time.Duration) throughput {
+	ctx := context.Background()
+	p := ledger.User("bench", "alice")
+	fn := w.append(tb, p, jsFunction(`return input`, "active", nil))[0]
+	req := func(i int) span.Span {
+		return span.Span{EntityType: "request", Who: "bench", Did: "requested", This: "run_code", Status: "scheduled",
+			ParentID: fn.ID, RelatedTo: []string{fn.ID}, Input: []byte(strconv.Itoa(i)), Visibility: "private"}
+	}
+	// Feed in ticks of 10 ms: a batch per tick keeps the rate steady.
+	const tick = 10 * time.Millisecond
+	per := max(1, rate*int(tick)/int(time.Second))
+	start := time.Now()
+	sent := 0
+	for time.Since(start) < d {
+		batch := make([]span.Span, per)
+		for i := range batch {
+			batch[i] = req(sent + i)
+		}
+		_, err := w.l.Append(ctx, p, batch...)
+		require.NoError(tb, err)
+		sent += per
+		if sleep := time.Until(start.Add(time.Duration(sent/per) * tick)); sleep > 0 {
+			time.Sleep(sleep)
+		}
+	}
+	// Wait for the backlog to drain (bounded), then read the latencies from
+	// the ledger: execution.at - request.at.
+	deadline := time.Now().Add(2 * time.Minute)
+	for w.count(tb, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'execution' AND tenant_id = 'bench'`) < sent {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	drained := time.Since(start)
+	rows, err := w.l.Pool().Query(ctx, `SELECT extract(epoch FROM e.at - r.at)
+		FROM ledger.universal_registry e JOIN ledger.universal_registry r ON r.id = (e.metadata->>'request_id')::uuid AND r.seq = 0
+		WHERE e.entity_type = 'execution' AND e.tenant_id = 'bench'`)
+	require.NoError(tb, err)
+	var lat []time.Duration
+	for rows.Next() {
+		var s float64
+		require.NoError(tb, rows.Scan(&s))
+		lat = append(lat, time.Duration(s*float64(time.Second)))
+	}
+	require.NoError(tb, rows.Err())
+	require.NotEmpty(tb, lat)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return throughput{
+		perSec: float64(len(lat)) / drained.Seconds(),
+		p50:    lat[len(lat)/2],
+		p99:    lat[min(len(lat)-1, len(lat)*99/100)],
+	}
+}
+
+// BenchmarkEngineThroughput: trivial executions end to end (request
+// committed → execution committed) on one engine, fed at 600/s for 10 s;
+// then the same on a ledger of 1,000,000 other spans. Stock policies off
+// (they are work of their own, measured by the JS issue's benchmarks).
+func BenchmarkEngineThroughput(b *testing.B) {
+	rate, dur := 600, 10*time.Second
+	// Knobs for profiling: LOGLINE_BENCH_RATE (requests/s),
+	// LOGLINE_BENCH_SECONDS, LOGLINE_BENCH_EMPTY_ONLY=1.
+	if v, err := strconv.Atoi(os.Getenv("LOGLINE_BENCH_RATE")); err == nil {
+		rate = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("LOGLINE_BENCH_SECONDS")); err == nil {
+		dur = time.Duration(v) * time.Second
+	}
+	run := func(big bool) throughput {
+		w := newWorld(b, manifestPatch{
+			"throttle":        map[string]any{"per_tenant_daily_exec_limit": 10_000_000},
+			"global_policies": []string{},
+		})
+		if big {
+			fillLedger(b, w, 1_000_000)
+		}
+		startEngine(b, w.url, engine.Config{Concurrency: 4})
+		time.Sleep(500 * time.Millisecond) // the engine's first sweep
+		return measureThroughput(b, w, rate, dur)
+	}
+	empty := run(false)
+	if os.Getenv("LOGLINE_BENCH_EMPTY_ONLY") != "" {
+		fmt.Printf("BENCH engine_exec_per_sec ours=%.0f baseline=%d unit=exec/s better=higher\n", empty.perSec, 500)
+		fmt.Printf("BENCH engine_exec_latency_p99 ours=%.1f baseline=%.1f unit=ms better=lower\n", ms(empty.p99), 200.0)
+		return
+	}
+	full := run(true)
+	fmt.Printf("BENCH engine_exec_per_sec ours=%.0f baseline=%d unit=exec/s better=higher\n", empty.perSec, 500)
+	fmt.Printf("BENCH engine_exec_latency_p50 ours=%.1f baseline=%.1f unit=ms better=lower\n", ms(empty.p50), 200.0)
+	fmt.Printf("BENCH engine_exec_latency_p99 ours=%.1f baseline=%.1f unit=ms better=lower\n", ms(empty.p99), 200.0)
+	fmt.Printf("BENCH engine_exec_per_sec_1M_ledger ours=%.0f baseline=%.0f unit=exec/s better=higher\n", full.perSec, empty.perSec)
+	fmt.Printf("BENCH engine_exec_latency_p99_1M_ledger ours=%.1f baseline=%.1f unit=ms better=lower\n", ms(full.p99), ms(empty.p99))
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+// fillLedger appends n spans of other tenants and kinds (as raw rows, the
+// way a restore would: through the insert trigger, sealed by the ledger
+// elsewhere), so that the ledger's history is large.
+func fillLedger(b *testing.B, w *world, n int) {
+	ctx := context.Background()
+	_, err := w.l.Pool().Exec(ctx, `
+		INSERT INTO ledger.universal_registry (id, seq, entity_type, who, "this", at, owner_id, tenant_id, visibility, status, curr_hash, input)
+		SELECT gen_random_uuid(), 0, (ARRAY['execution','request','metric','function'])[1 + g % 4], 'filler', 'fill', now(),
+		       'u' || (g % 100), 't' || (g % 50), 'private', 'complete',
+		       encode(sha256(g::text::bytea), 'hex'), to_jsonb(g)
+		FROM generate_series(1, $1) g`, n)
+	require.NoError(b, err)
+	_, err = w.l.Pool().Exec(ctx, `ANALYZE ledger.universal_registry; ANALYZE ledger.heads`)
+	require.NoError(b, err)
+}
