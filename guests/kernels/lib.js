@@ -29,12 +29,13 @@ function derivedId(crypto, ...parts) {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
-// latestOf returns the latest version of each id (visible to the kernel).
+// latestOf returns the latest version of each id (visible to the kernel),
+// without its code.
 async function latestOf(sql, ids) {
   if (!ids.length) return new Map();
-  const { rows } = await sql`SELECT DISTINCT ON (id) * FROM ledger.universal_registry
-    WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::uuid)
-    ORDER BY id, seq DESC`;
+  const { rows } = await sql(`SELECT DISTINCT ON (id) ${SPAN_COLUMNS} FROM ledger.universal_registry
+    WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid)
+    ORDER BY id, seq DESC`, [JSON.stringify(ids)]);
   return new Map(rows.map((r) => [r.id, r]));
 }
 
@@ -94,17 +95,18 @@ function cursorOf(row) {
 async function runRequests(ctx, reqs) {
   const { sql, insertSpan, now, crypto, exec } = ctx;
   if (!reqs.length) return { processed: 0 };
-  const manifest = await latestManifest(sql);
+  const tenant = reqs[0].tenant_id;
+  const day = now().slice(0, 10); // UTC
+  const counterId = derivedId(crypto, 'quota', tenant, day);
+  // One read for the manifest, the day's quota counter and the functions.
+  const latest = await latestOf(sql, [MANIFEST_ID, counterId, ...new Set(reqs.map((r) => r.parent_id).filter(Boolean))]);
+  const manifest = (latest.get(MANIFEST_ID) || {}).metadata || {};
   const limit = Number((manifest.throttle && manifest.throttle.per_tenant_daily_exec_limit) || 100);
   const slowMs = Number((manifest.policy && manifest.policy.slow_ms) || 5000);
   const override = String(manifest.override_pubkey_hex || '').toLowerCase();
-  const tenant = reqs[0].tenant_id;
-
-  const day = now().slice(0, 10); // UTC
-  const counterId = derivedId(crypto, 'quota', tenant, day);
-  const counter = (await latestOf(sql, [counterId])).get(counterId);
+  const counter = latest.get(counterId);
   let used = Number((counter && counter.metadata && counter.metadata.count) || 0);
-  const fns = await latestOf(sql, reqs.map((r) => r.parent_id).filter(Boolean));
+  const fns = latest;
 
   const out = [];
   let ran = 0, blocked = 0;
