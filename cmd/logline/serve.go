@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,21 +12,24 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/logline/logline/host/api"
+	"github.com/logline/logline/host/engine"
 	"github.com/logline/logline/host/ledger"
 	"github.com/logline/logline/host/span"
 )
 
 // serveOptions are the server settings `serve` and `dev` share.
 type serveOptions struct {
-	addr    string
-	cors    []string
-	maxBody int64
+	addr     string
+	cors     []string
+	maxBody  int64
+	noEngine bool
 }
 
 func (o *serveOptions) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.addr, "addr", ":8080", "API listen address, HOST:PORT")
 	fs.StringArrayVar(&o.cors, "cors-origin", nil, "allow browsers from this origin (repeatable; * for any); CORS is off without it")
 	fs.Int64Var(&o.maxBody, "max-body-bytes", 0, "largest request body accepted (default 64 MiB)")
+	fs.BoolVar(&o.noEngine, "no-engine", false, "serve the API only; run no kernels (another process runs the engine)")
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -82,21 +86,43 @@ func ledgerOptions(key *span.Key) []ledger.Option {
 	return []ledger.Option{ledger.WithKey(key)}
 }
 
-// runServer runs what a serving process runs on l until ctx ends, then
-// shuts it down gracefully: today the HTTP API on ln. This is the one place
-// serve and dev start things, so the engine starts beside the API here.
+// runServer runs what a serving process runs on l until ctx ends — the
+// HTTP API on ln and the engine (observer, request_worker and policy_agent
+// for every tenant) — then shuts both down gracefully. Several processes
+// may serve one database: the engine coordinates through Postgres.
 func (a *app) runServer(ctx context.Context, l *ledger.Ledger, key *span.Key, ln net.Listener, o serveOptions) error {
+	log := slog.New(slog.NewTextHandler(a.io.err, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv, err := api.New(api.Config{
 		Ledger:       l,
 		Key:          key,
 		CORSOrigins:  o.cors,
 		MaxBodyBytes: o.maxBody,
-		Logger:       slog.New(slog.NewTextHandler(a.io.err, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger:       log,
 	})
 	if err != nil {
 		return usageError{err}
 	}
-	return srv.Serve(ctx, ln)
+	if o.noEngine {
+		return srv.Serve(ctx, ln)
+	}
+	h, closeRT, err := stage0Host(ctx, l)
+	if err != nil {
+		return err
+	}
+	defer closeRT()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	engineErr := make(chan error, 1)
+	go func() {
+		err := engine.New(l, h, engine.Config{Log: log}).Run(ctx)
+		if err != nil {
+			cancel() // a server without its engine stops rather than limps
+		}
+		engineErr <- err
+	}()
+	err = srv.Serve(ctx, ln)
+	cancel()
+	return errors.Join(err, <-engineErr)
 }
 
 // baseURL is how a client on this machine reaches addr: a wildcard

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/logline/logline/host/ledger"
 	"github.com/logline/logline/host/sandbox"
 	"github.com/logline/logline/host/sandbox/extism"
 	"github.com/logline/logline/host/span"
@@ -21,33 +22,41 @@ import (
 // ($LOGLINE_KEY_FILE); "" means unsigned.
 func (a *app) nodeKeyFile() string { return a.getenv("LOGLINE_KEY_FILE") }
 
-// host opens the ledger and a sandbox runtime for Stage-0 commands. The
-// wazero compilation cache lives under the user's cache directory, so a
-// CLI run does not recompile a module it has seen.
+// host opens the ledger and a sandbox runtime for Stage-0 commands.
 func (a *app) host(ctx context.Context) (*stage0.Host, func(), error) {
 	l, err := a.open(ctx, a.nodeKeyFile())
 	if err != nil {
 		return nil, nil, err
 	}
+	h, closeRT, err := stage0Host(ctx, l)
+	if err != nil {
+		l.Close()
+		return nil, nil, err
+	}
+	return h, func() { closeRT(); l.Close() }, nil
+}
+
+// stage0Host makes the sandbox runtimes and the Stage-0 host over l. The
+// wazero compilation cache lives under the user's cache directory, so a
+// process does not recompile a module (the QuickJS guest: seconds) it has
+// seen.
+func stage0Host(ctx context.Context, l *ledger.Ledger) (*stage0.Host, func(), error) {
 	cfg := sandbox.Config{}
 	if dir, err := os.UserCacheDir(); err == nil {
 		cfg.CompilationCacheDir = filepath.Join(dir, "logline", "wazero")
 	}
 	rt, err := sandbox.New(ctx, cfg)
 	if err != nil {
-		l.Close()
 		return nil, nil, err
 	}
 	ext, err := extism.New(ctx, extism.Config{})
 	if err != nil {
 		_ = rt.Close(ctx)
-		l.Close()
 		return nil, nil, err
 	}
 	return stage0.New(l, rt, ext), func() {
 		_ = ext.Close(context.WithoutCancel(ctx))
 		_ = rt.Close(context.WithoutCancel(ctx))
-		l.Close()
 	}, nil
 }
 
