@@ -8,7 +8,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 TESTTIME ?= 30m
 
-.PHONY: run test bench lint build pg seeds
+.PHONY: run test bench lint build pg seeds quickjs
 
 ## run: private PostgreSQL under .logline/, migrate, and serve (logline dev)
 run: pg build
@@ -31,6 +31,11 @@ lint:
 ## seeds: regenerate seeds/kernels.ndjson and seeds/policies.ndjson from guests/
 seeds:
 	$(GO) run ./tools/seedgen
+
+## quickjs: rebuild guests/quickjs/quickjs.wasm from its pinned recipe (needs
+## clang, lld, wasi-libc, and npm once to fetch the source; make test does not)
+quickjs:
+	tools/quickjs/build.sh
 
 ## build: the logline binary in ./bin
 build:
