@@ -1,0 +1,639 @@
+/*
+ * The LogLine QuickJS guest: a reactor module that runs JavaScript spans
+ * (runtime `quickjs`) under the LogLine ABI (abi/ABI.md).
+ *
+ * Three exports, called by the sandbox:
+ *   _initialize      (wasi-libc's reactor entry; runs the constructor below)
+ *                    makes the JS runtime and context and evaluates the
+ *                    prelude (prelude.js), which defines the JS surfaces;
+ *   logline_prepare  reads {"kind","source","name"} as its input and compiles
+ *                    the source once, so that it is part of the snapshot the
+ *                    sandbox takes next; a syntax error sets the output to a
+ *                    message with line and column and returns non-zero;
+ *   run              calls the compiled code with the run's input, settles
+ *                    its promise, writes the JSON output; 0 = ok.
+ *
+ * The C half only moves bytes: host calls, UTF-8, compilation. Everything a
+ * JS author sees is built by the prelude from the natives bound here.
+ * Memory: an allocation that fails marks the run, which then fails whatever
+ * JS did with the error, so the sandbox can report memory_limit.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <malloc.h>
+#include <time.h>
+
+#include "quickjs.h"
+
+#define IMPORT(name) __attribute__((import_module("logline"), import_name(name)))
+#define EXPORT(name) __attribute__((export_name(name), visibility("default")))
+
+IMPORT("log") int32_t ll_log(int32_t level, const void *p, int32_t n);
+IMPORT("now") int64_t ll_now(void);
+IMPORT("random") int32_t ll_random(void *p, int32_t n);
+IMPORT("input") int32_t ll_input(void *p, int32_t cap);
+IMPORT("output") int32_t ll_output(const void *p, int32_t n);
+IMPORT("env") int64_t ll_env(const void *k, int32_t kn);
+IMPORT("sql") int64_t ll_sql(const void *p, int32_t n);
+IMPORT("insert_span") int64_t ll_insert_span(const void *p, int32_t n);
+IMPORT("lock") int32_t ll_lock(const void *k, int32_t kn, int32_t ttl_ms);
+IMPORT("unlock") int32_t ll_unlock(const void *k, int32_t kn);
+IMPORT("exec") int64_t ll_exec(const void *p, int32_t n);
+IMPORT("http") int64_t ll_http(const void *p, int32_t n);
+IMPORT("blake3") int32_t ll_blake3(const void *p, int32_t n, void *out);
+IMPORT("ed25519_verify") int32_t ll_ed25519_verify(const void *pub, const void *msg, int32_t mlen, const void *sig);
+IMPORT("result") int32_t ll_result(void *p, int32_t cap);
+
+enum { LOG_ERROR = 3 };
+
+static const char prelude[] =
+#include "prelude.inc"
+    ;
+
+static JSRuntime *rt;
+static JSContext *ctx;
+static JSValue api;       /* the prelude's {prepare, run, pump, finish, describe} */
+static int oom;           /* an allocation failed during this call */
+static JSModuleDef *entry_module; /* the module logline_prepare is compiling */
+
+/* Random state of Math.random: zero in the snapshot, so every run seeds it
+   from its own seeded stream on first use. */
+static uint64_t rng_s[2];
+
+/* ---- memory: wasi-libc's malloc, with failures remembered ---- */
+
+#define MALLOC_OVERHEAD 8
+
+static void *ll_js_malloc(JSMallocState *s, size_t size)
+{
+    void *p;
+    if (s->malloc_size + size > s->malloc_limit || !(p = malloc(size))) {
+        oom = 1;
+        return NULL;
+    }
+    s->malloc_count++;
+    s->malloc_size += malloc_usable_size(p) + MALLOC_OVERHEAD;
+    return p;
+}
+
+static void ll_js_free(JSMallocState *s, void *p)
+{
+    if (!p)
+        return;
+    s->malloc_count--;
+    s->malloc_size -= malloc_usable_size(p) + MALLOC_OVERHEAD;
+    free(p);
+}
+
+static void *ll_js_realloc(JSMallocState *s, void *p, size_t size)
+{
+    size_t old;
+    void *q;
+    if (!p)
+        return size ? ll_js_malloc(s, size) : NULL;
+    old = malloc_usable_size(p);
+    if (size == 0) {
+        ll_js_free(s, p);
+        return NULL;
+    }
+    if (s->malloc_size + size - old > s->malloc_limit || !(q = realloc(p, size))) {
+        oom = 1;
+        return NULL;
+    }
+    s->malloc_size += malloc_usable_size(q) - old;
+    return q;
+}
+
+static size_t ll_js_usable(const void *p) { return malloc_usable_size((void *)p); }
+
+static const JSMallocFunctions malloc_funcs = {
+    ll_js_malloc, ll_js_free, ll_js_realloc, ll_js_usable,
+};
+
+/* ---- helpers ---- */
+
+static void log_text(int level, const char *s, size_t n) { ll_log(level, s, (int32_t)n); }
+
+/* pending returns the run's pending result as a JS string. */
+static JSValue pending(JSContext *c, int32_t n)
+{
+    JSValue v;
+    char *buf;
+    if (n <= 0)
+        return JS_NewStringLen(c, "", 0);
+    buf = malloc((size_t)n);
+    if (!buf) {
+        oom = 1;
+        return JS_ThrowOutOfMemory(c);
+    }
+    ll_result(buf, n);
+    v = JS_NewStringLen(c, buf, (size_t)n);
+    free(buf);
+    return v;
+}
+
+/* bytes gives the bytes of an ArrayBuffer, a typed array or DataView, or a
+   string (UTF-8). *str is set when the bytes belong to a C string to free. */
+static int bytes(JSContext *c, JSValueConst v, const uint8_t **p, size_t *n, const char **str)
+{
+    size_t off, len, bpe;
+    uint8_t *buf;
+    JSValue ab;
+    *str = NULL;
+    if (JS_IsString(v)) {
+        *str = JS_ToCStringLen(c, n, v);
+        if (!*str)
+            return -1;
+        *p = (const uint8_t *)*str;
+        return 0;
+    }
+    buf = JS_GetArrayBuffer(c, &len, v);
+    if (buf) {
+        *p = buf;
+        *n = len;
+        return 0;
+    }
+    JS_FreeValue(c, JS_GetException(c));
+    ab = JS_GetTypedArrayBuffer(c, v, &off, &len, &bpe);
+    if (JS_IsException(ab)) {
+        JS_FreeValue(c, JS_GetException(c));
+        JS_ThrowTypeError(c, "expected a string, an ArrayBuffer or a typed array");
+        return -1;
+    }
+    buf = JS_GetArrayBuffer(c, &bpe, ab);
+    JS_FreeValue(c, ab); /* the typed array keeps the buffer alive */
+    if (!buf)
+        return -1;
+    *p = buf + off;
+    *n = len;
+    return 0;
+}
+
+static void free_bytes(JSContext *c, const char *str)
+{
+    if (str)
+        JS_FreeCString(c, str);
+}
+
+static JSValue new_buffer(JSContext *c, const void *p, size_t n)
+{
+    return JS_NewArrayBufferCopy(c, p, n);
+}
+
+/* ---- natives (bound to the prelude, never to the global object) ---- */
+
+static JSValue n_log(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    int32_t level = 1;
+    size_t n;
+    const char *s;
+    JS_ToInt32(c, &level, argv[0]);
+    s = JS_ToCStringLen(c, &n, argv[1]);
+    if (!s)
+        return JS_EXCEPTION;
+    ll_log(level, s, (int32_t)n);
+    JS_FreeCString(c, s);
+    return JS_UNDEFINED;
+}
+
+/* call(id, payload): the i64 host calls. The answer is a string, or
+   [errno, errorJSON] when the host returned a negative code. */
+static JSValue n_call(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    int32_t id;
+    size_t n;
+    int64_t r;
+    const char *s;
+    JSValue arr;
+    if (JS_ToInt32(c, &id, argv[0]))
+        return JS_EXCEPTION;
+    s = JS_ToCStringLen(c, &n, argv[1]);
+    if (!s)
+        return JS_EXCEPTION;
+    switch (id) {
+    case 0: r = ll_env(s, (int32_t)n); break;
+    case 1: r = ll_sql(s, (int32_t)n); break;
+    case 2: r = ll_insert_span(s, (int32_t)n); break;
+    case 3: r = ll_exec(s, (int32_t)n); break;
+    case 4: r = ll_http(s, (int32_t)n); break;
+    default:
+        JS_FreeCString(c, s);
+        return JS_ThrowRangeError(c, "unknown host call %d", id);
+    }
+    JS_FreeCString(c, s);
+    if (r >= 0)
+        return pending(c, (int32_t)r);
+    arr = JS_NewArray(c);
+    JS_SetPropertyUint32(c, arr, 0, JS_NewInt32(c, (int32_t)r));
+    JS_SetPropertyUint32(c, arr, 1, pending(c, ll_result(NULL, 0)));
+    return arr;
+}
+
+/* lock(key, ttl) and unlock(key) return the host's code; pending() then
+   reads the error of a negative one. */
+static JSValue n_lock(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    size_t n;
+    int32_t ttl = 0, r;
+    const char *k = JS_ToCStringLen(c, &n, argv[0]);
+    if (!k)
+        return JS_EXCEPTION;
+    if (argc > 1 && JS_ToInt32Clamp(c, &ttl, argv[1], 0, INT32_MAX, 0)) {
+        JS_FreeCString(c, k);
+        return JS_EXCEPTION;
+    }
+    r = argc > 1 ? ll_lock(k, (int32_t)n, ttl) : ll_unlock(k, (int32_t)n);
+    JS_FreeCString(c, k);
+    return JS_NewInt32(c, r);
+}
+
+static JSValue n_pending(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    return pending(c, ll_result(NULL, 0));
+}
+
+/* nowMicros: the run's clock in microseconds since the epoch (exact in a
+   double until the year 2255). */
+static JSValue n_now_micros(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    int64_t ns = ll_now();
+    int64_t us = ns / 1000 - (ns % 1000 < 0);
+    return JS_NewFloat64(c, (double)us);
+}
+
+/* monoMillis: the monotonic clock (WASI, the sandbox's virtual clock). */
+static JSValue n_mono_millis(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return JS_NewFloat64(c, (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6);
+}
+
+static JSValue n_random(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    int32_t n;
+    uint8_t *buf;
+    JSValue v;
+    if (JS_ToInt32Clamp(c, &n, argv[0], 0, 1 << 20, 0))
+        return JS_EXCEPTION;
+    buf = malloc(n ? (size_t)n : 1);
+    if (!buf) {
+        oom = 1;
+        return JS_ThrowOutOfMemory(c);
+    }
+    ll_random(buf, n);
+    v = new_buffer(c, buf, (size_t)n);
+    free(buf);
+    return v;
+}
+
+static JSValue n_blake3(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    const uint8_t *p;
+    size_t n;
+    const char *str;
+    uint8_t out[32];
+    if (bytes(c, argv[0], &p, &n, &str))
+        return JS_EXCEPTION;
+    ll_blake3(p, (int32_t)n, out);
+    free_bytes(c, str);
+    return new_buffer(c, out, sizeof out);
+}
+
+static JSValue n_ed25519_verify(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    const uint8_t *pub, *msg, *sig;
+    size_t npub, nmsg, nsig;
+    const char *s1 = NULL, *s2 = NULL, *s3 = NULL;
+    int ok = 0;
+    if (bytes(c, argv[0], &pub, &npub, &s1) == 0 && bytes(c, argv[1], &msg, &nmsg, &s2) == 0 &&
+        bytes(c, argv[2], &sig, &nsig, &s3) == 0) {
+        ok = npub == 32 && nsig == 64 && ll_ed25519_verify(pub, msg, (int32_t)nmsg, sig) == 1;
+        free_bytes(c, s1);
+        free_bytes(c, s2);
+        free_bytes(c, s3);
+        return JS_NewBool(c, ok);
+    }
+    free_bytes(c, s1);
+    free_bytes(c, s2);
+    free_bytes(c, s3);
+    return JS_EXCEPTION;
+}
+
+static JSValue n_utf8_encode(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    size_t n;
+    JSValue v;
+    const char *s = JS_ToCStringLen(c, &n, argv[0]);
+    if (!s)
+        return JS_EXCEPTION;
+    v = new_buffer(c, s, n);
+    JS_FreeCString(c, s);
+    return v;
+}
+
+static JSValue n_utf8_decode(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    const uint8_t *p;
+    size_t n;
+    const char *str;
+    JSValue v;
+    if (bytes(c, argv[0], &p, &n, &str))
+        return JS_EXCEPTION;
+    v = JS_NewStringLen(c, (const char *)p, n);
+    free_bytes(c, str);
+    return v;
+}
+
+/* evalScript(source, name): a global script; returns its completion value. */
+static JSValue n_eval_script(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    size_t n;
+    JSValue v;
+    const char *src = JS_ToCStringLen(c, &n, argv[0]);
+    const char *name = JS_ToCString(c, argv[1]);
+    if (!src || !name) {
+        JS_FreeCString(c, src);
+        JS_FreeCString(c, name);
+        return JS_EXCEPTION;
+    }
+    v = JS_Eval(c, src, n, name, JS_EVAL_TYPE_GLOBAL);
+    JS_FreeCString(c, src);
+    JS_FreeCString(c, name);
+    return v;
+}
+
+/* The only module a guest can import is its own source, under the fixed
+   specifier the driver below uses: there is no file system. */
+static JSModuleDef *load_module(JSContext *c, const char *name, void *opaque)
+{
+    if (entry_module && strcmp(name, "logline:entry") == 0) {
+        JSModuleDef *m = entry_module;
+        entry_module = NULL;
+        return m;
+    }
+    JS_ThrowReferenceError(c, "cannot import '%s': a LogLine guest is one self-contained module", name);
+    return NULL;
+}
+
+static const char driver[] =
+    "import * as ns from 'logline:entry';\n"
+    "globalThis.__logline_ns__ = ns;\n";
+
+/* compileModule(source, name): evaluates an ES module; returns its namespace. */
+static JSValue n_compile_module(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    size_t n;
+    JSValue fn, ns, global;
+    JSAtom key;
+    const char *src = JS_ToCStringLen(c, &n, argv[0]);
+    const char *name = JS_ToCString(c, argv[1]);
+    if (!src || !name) {
+        JS_FreeCString(c, src);
+        JS_FreeCString(c, name);
+        return JS_EXCEPTION;
+    }
+    fn = JS_Eval(c, src, n, name, JS_EVAL_TYPE_MODULE | JS_EVAL_FLAG_COMPILE_ONLY);
+    JS_FreeCString(c, src);
+    JS_FreeCString(c, name);
+    if (JS_IsException(fn))
+        return fn;
+    entry_module = JS_VALUE_GET_PTR(fn);
+    JS_FreeValue(c, fn);
+    fn = JS_Eval(c, driver, sizeof driver - 1, "<logline>", JS_EVAL_TYPE_MODULE);
+    entry_module = NULL;
+    if (JS_IsException(fn))
+        return fn;
+    JS_FreeValue(c, fn);
+    global = JS_GetGlobalObject(c);
+    key = JS_NewAtom(c, "__logline_ns__");
+    ns = JS_GetProperty(c, global, key);
+    JS_DeleteProperty(c, global, key, 0);
+    JS_FreeAtom(c, key);
+    JS_FreeValue(c, global);
+    return ns;
+}
+
+/* Math.random: xorshift128+, seeded per run from the run's seeded stream
+   (the sandbox records it), so runs differ and a replay reproduces them. */
+static JSValue n_math_random(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    uint64_t s1, s0;
+    union {
+        uint64_t u;
+        double d;
+    } u;
+    if (rng_s[0] == 0 && rng_s[1] == 0) {
+        ll_random(rng_s, sizeof rng_s);
+        if (rng_s[0] == 0 && rng_s[1] == 0)
+            rng_s[0] = 1;
+    }
+    s1 = rng_s[0];
+    s0 = rng_s[1];
+    rng_s[0] = s0;
+    s1 ^= s1 << 23;
+    s1 ^= s1 >> 17;
+    s1 ^= s0 ^ (s0 >> 26);
+    rng_s[1] = s1;
+    u.u = ((s0 + s1) >> 12) | 0x3ff0000000000000ULL; /* [1, 2) */
+    return JS_NewFloat64(c, u.d - 1.0);
+}
+
+static const JSCFunctionListEntry natives[] = {
+    JS_CFUNC_DEF("log", 2, n_log),
+    JS_CFUNC_DEF("call", 2, n_call),
+    JS_CFUNC_DEF("lock", 2, n_lock),
+    JS_CFUNC_DEF("pending", 0, n_pending),
+    JS_CFUNC_DEF("nowMicros", 0, n_now_micros),
+    JS_CFUNC_DEF("monoMillis", 0, n_mono_millis),
+    JS_CFUNC_DEF("random", 1, n_random),
+    JS_CFUNC_DEF("blake3", 1, n_blake3),
+    JS_CFUNC_DEF("ed25519Verify", 3, n_ed25519_verify),
+    JS_CFUNC_DEF("utf8Encode", 1, n_utf8_encode),
+    JS_CFUNC_DEF("utf8Decode", 1, n_utf8_decode),
+    JS_CFUNC_DEF("evalScript", 2, n_eval_script),
+    JS_CFUNC_DEF("compileModule", 2, n_compile_module),
+    JS_CFUNC_DEF("mathRandom", 0, n_math_random),
+};
+
+/* ---- lifecycle ---- */
+
+/* fail logs what went wrong at error level (the sandbox puts error lines in
+   the run's error message) and returns the run's non-zero code. */
+static int fail(const char *what)
+{
+    JSValue exc = JS_GetException(ctx), msg;
+    const char *s = NULL;
+    size_t n = 0;
+    if (!oom) {
+        JSValue describe = JS_GetPropertyStr(ctx, api, "describe");
+        msg = JS_Call(ctx, describe, api, 1, (JSValueConst *)&exc);
+        JS_FreeValue(ctx, describe);
+        if (!JS_IsException(msg))
+            s = JS_ToCStringLen(ctx, &n, msg);
+        else
+            JS_FreeValue(ctx, JS_GetException(ctx));
+        JS_FreeValue(ctx, msg);
+    }
+    if (oom) {
+        static const char m[] = "out of memory: the run reached its memory limit";
+        log_text(LOG_ERROR, m, sizeof m - 1);
+    } else if (s) {
+        log_text(LOG_ERROR, s, n);
+    } else {
+        log_text(LOG_ERROR, what, strlen(what));
+    }
+    JS_FreeCString(ctx, s);
+    JS_FreeValue(ctx, exc);
+    return oom ? 2 : 1;
+}
+
+/* read_input returns the input of the call as a JS string. */
+static JSValue read_input(void)
+{
+    int32_t n = ll_input(NULL, 0);
+    char *buf;
+    JSValue v;
+    if (n <= 0)
+        return JS_NewStringLen(ctx, "", 0);
+    buf = malloc((size_t)n);
+    if (!buf) {
+        oom = 1;
+        return JS_ThrowOutOfMemory(ctx);
+    }
+    ll_input(buf, n);
+    v = JS_NewStringLen(ctx, buf, (size_t)n);
+    free(buf);
+    return v;
+}
+
+static JSValue call_api(const char *fn, int argc, JSValueConst *argv)
+{
+    JSValue f = JS_GetPropertyStr(ctx, api, fn), r;
+    r = JS_Call(ctx, f, api, argc, argv);
+    JS_FreeValue(ctx, f);
+    return r;
+}
+
+/* write_output sets the call's output to the JS string v. */
+static void write_output(JSValueConst v)
+{
+    size_t n;
+    const char *s = JS_ToCStringLen(ctx, &n, v);
+    if (s) {
+        ll_output(s, (int32_t)n);
+        JS_FreeCString(ctx, s);
+    }
+}
+
+__attribute__((constructor)) static void init(void)
+{
+    JSValue setup, natives_obj, math, global, fn;
+    rt = JS_NewRuntime2(&malloc_funcs, NULL);
+    if (!rt)
+        abort();
+    /* The stack is the first 512 KiB of memory (-z stack-size,
+       --stack-first): JS recursion about 1,800 deep, more than a run's
+       default fuel reaches. The limit keeps a margin for the C frames
+       below the interpreter's last check; past the stack, a store traps. */
+    JS_SetMaxStackSize(rt, 512 * 1024 - 64 * 1024);
+    JS_SetModuleLoaderFunc(rt, NULL, load_module, NULL);
+    ctx = JS_NewContext(rt);
+    if (!ctx)
+        abort();
+    global = JS_GetGlobalObject(ctx);
+    math = JS_GetPropertyStr(ctx, global, "Math");
+    fn = JS_NewCFunction(ctx, n_math_random, "random", 0);
+    JS_DefinePropertyValueStr(ctx, math, "random", fn, JS_PROP_WRITABLE | JS_PROP_CONFIGURABLE);
+    JS_FreeValue(ctx, math);
+    JS_FreeValue(ctx, global);
+
+    natives_obj = JS_NewObject(ctx);
+    JS_SetPropertyFunctionList(ctx, natives_obj, natives, sizeof natives / sizeof natives[0]);
+    setup = JS_Eval(ctx, prelude, sizeof prelude - 1, "<logline prelude>", JS_EVAL_TYPE_GLOBAL);
+    if (JS_IsException(setup)) {
+        api = JS_UNDEFINED;
+        fail("the prelude failed to load");
+        abort();
+    }
+    api = JS_Call(ctx, setup, JS_UNDEFINED, 1, (JSValueConst *)&natives_obj);
+    JS_FreeValue(ctx, setup);
+    JS_FreeValue(ctx, natives_obj);
+    if (JS_IsException(api)) {
+        api = JS_UNDEFINED;
+        fail("the prelude failed to start");
+        abort();
+    }
+    /* What init allocated is the snapshot: collect now, so no run begins
+       with garbage of ours to trace. */
+    JS_RunGC(rt);
+}
+
+/* logline_prepare: input {"kind","source","name"}; compiles the source. A
+   failure sets the output to its message (with line and column for a syntax
+   error) and returns 1. */
+EXPORT("logline_prepare") int logline_prepare(void)
+{
+    JSValue in, r;
+    JS_UpdateStackTop(rt);
+    oom = 0;
+    in = read_input();
+    if (JS_IsException(in))
+        return fail("reading the input failed");
+    r = call_api("prepare", 1, (JSValueConst *)&in);
+    JS_FreeValue(ctx, in);
+    if (JS_IsException(r)) {
+        JSValue exc = JS_GetException(ctx);
+        JSValue msg = call_api("compileError", 1, (JSValueConst *)&exc);
+        JS_FreeValue(ctx, exc);
+        if (JS_IsException(msg) || oom)
+            return fail("compiling failed");
+        write_output(msg);
+        JS_FreeValue(ctx, msg);
+        return 1;
+    }
+    JS_FreeValue(ctx, r);
+    JS_RunGC(rt);
+    return oom ? fail("out of memory") : 0;
+}
+
+EXPORT("run") int run(void)
+{
+    JSValue in, r;
+    JSContext *c1;
+    JS_UpdateStackTop(rt);
+    oom = 0;
+    in = read_input();
+    if (JS_IsException(in))
+        return fail("reading the input failed");
+    r = call_api("run", 1, (JSValueConst *)&in);
+    JS_FreeValue(ctx, in);
+    if (JS_IsException(r))
+        return fail("the run failed");
+    JS_FreeValue(ctx, r);
+    /* Settle: promise jobs, then the prelude's virtual timers, until
+       neither has work left. */
+    for (;;) {
+        while (JS_IsJobPending(rt)) {
+            if (JS_ExecutePendingJob(rt, &c1) < 0)
+                return fail("a promise job failed");
+        }
+        r = call_api("pump", 0, NULL);
+        if (JS_IsException(r))
+            return fail("a timer failed");
+        if (!JS_ToBool(ctx, r))
+            break;
+        JS_FreeValue(ctx, r);
+    }
+    r = call_api("finish", 0, NULL);
+    if (JS_IsException(r))
+        return fail("the run failed");
+    if (oom) {
+        JS_FreeValue(ctx, r);
+        return fail("out of memory");
+    }
+    write_output(r);
+    JS_FreeValue(ctx, r);
+    return 0;
+}
