@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -323,4 +324,121 @@ func TestTenantsStayApart(t *testing.T) {
 	require.ErrorIs(t, err, ledger.ErrNotFound)
 	_, err = w.l.Latest(context.Background(), alice, eb.ID)
 	require.ErrorIs(t, err, ledger.ErrNotFound)
+}
+
+func jsPolicy(code string) span.Span {
+	return span.Span{EntityType: "policy", Who: "alice", Did: "defined", This: "policy", Status: "active",
+		Name: "p", Runtime: stage0.RuntimeQuickJS, Language: "javascript", Code: code, Visibility: "private"}
+}
+
+// Policies: actions are taken (emit_span, run_code); a policy that throws
+// on a span gets a policy_error naming that span, one that runs out of fuel
+// gets one naming its whole batch; neither stops the others, and no span is
+// skipped silently.
+func TestPolicies(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, manifestPatch{"global_policies": []string{}})
+	target := w.append(t, alice, jsFunction(`return "triggered by " + input.why`, "active", nil))[0]
+	good := w.append(t, alice, jsPolicy(`export default function on(span) {
+		if (span.entity_type !== 'note') return [];
+		if (span.name === 'bad') throw new Error('cannot judge ' + span.name);
+		return [{ emit_span: { entity_type: 'verdict', who: 'policy', this: 'verdict', metadata: { note: span.id } } },
+		        { run: 'run_code', span_id: '`+target.ID+`', input: { why: span.name } }];
+	}`))[0]
+	spin := w.append(t, alice, jsPolicy(`export default function on(span) { for (;;) {} }`))[0]
+	startEngine(t, w.url, engine.Config{})
+
+	note := func(name string) span.Span {
+		return w.append(t, alice, span.Span{EntityType: "note", Who: "alice", This: "note", Name: name})[0]
+	}
+	n1, bad, n2 := note("one"), note("bad"), note("two")
+
+	eventually(t, time.Minute, "two verdicts", func() bool { return len(w.spans(t, "verdict", "")) == 2 })
+	var judged []string
+	for _, v := range w.spans(t, "verdict", "") {
+		judged = append(judged, meta(t, v)["note"].(string))
+	}
+	require.ElementsMatch(t, []string{n1.ID, n2.ID}, judged)
+	// run_code actions became requests, then executions.
+	eventually(t, time.Minute, "two executions", func() bool { return len(w.spans(t, "execution", target.ID)) == 2 })
+	var outs []string
+	for _, ex := range w.spans(t, "execution", target.ID) {
+		outs = append(outs, string(ex.Output))
+	}
+	require.ElementsMatch(t, []string{`"triggered by one"`, `"triggered by two"`}, outs)
+
+	// The throw: a policy_error about the bad note only.
+	errs := w.spans(t, "policy_error", bad.ID)
+	require.Len(t, errs, 1)
+	require.Equal(t, good.ID, errs[0].ParentID)
+	require.Contains(t, string(errs[0].Error), "cannot judge bad")
+
+	// The spinning policy: policy_errors (fuel) naming every note, so its
+	// cursor moved on without skipping anything silently.
+	eventually(t, time.Minute, "the spinning policy's errors", func() bool {
+		named := map[string]bool{}
+		for _, e := range w.spans(t, "policy_error", spin.ID) {
+			var m struct{ Spans []string }
+			require.NoError(t, json.Unmarshal(e.Metadata, &m))
+			for _, s := range m.Spans {
+				named[strings.SplitN(s, "/", 2)[0]] = true
+			}
+			require.Contains(t, string(e.Error), "fuel_exhausted")
+		}
+		return named[n1.ID] && named[bad.ID] && named[n2.ID]
+	})
+}
+
+// `logline boot run_code --env SPAN_ID=...` (Stage-0's run_code kernel) runs a
+// function of the kernel's tenant at once, accounted like any request.
+func TestBootRunCode(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	rt, err := sandbox.New(ctx, sandbox.Config{})
+	require.NoError(t, err)
+	defer rt.Close(ctx)
+	h := stage0.New(w.l, rt, nil)
+	fn := w.append(t, operator, jsFunction(`return "now"`, "active", nil))[0]
+	boot, err := h.Boot(ctx, "00000000-0000-4000-8000-000000000001", map[string]string{"SPAN_ID": fn.ID})
+	require.NoError(t, err)
+	require.Equal(t, "complete", boot.Status, string(boot.Error))
+	ex := w.spans(t, "execution", fn.ID)
+	require.Len(t, ex, 1)
+	require.JSONEq(t, `"now"`, string(ex[0].Output))
+	req := w.spans(t, "request", fn.ID)
+	require.Len(t, req, 1)
+	require.Equal(t, req[0].ID, meta(t, ex[0])["request_id"])
+
+	// Not a function: refused, nothing run.
+	boot, err = h.Boot(ctx, "00000000-0000-4000-8000-000000000001", map[string]string{"SPAN_ID": stage0.ManifestID})
+	require.NoError(t, err)
+	require.Equal(t, "error", boot.Status)
+	require.Contains(t, string(boot.Error), "only executes entity_type=function")
+}
+
+// The seed's ttl_reaper, as a stock policy of the manifest, expires an old
+// prompt_block of any tenant and leaves a fresh one alone.
+func TestTTLReaper(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	startEngine(t, w.url, engine.Config{})
+	block := func(ageMin int) span.Span {
+		s := span.Span{EntityType: "prompt_block", Who: "alice", This: "block", Metadata: json.RawMessage(`{"ttl_minutes":5}`)}
+		// Signed by its author, a span keeps its own time.
+		require.NoError(t, ledger.Fill(alice, &s, span.FormatTime(time.Now().Add(-time.Duration(ageMin)*time.Minute))))
+		require.NoError(t, w.admin.Seal(&s))
+		return w.append(t, alice, s)[0]
+	}
+	old, fresh := block(10), block(1)
+	eventually(t, time.Minute, "the old block expired", func() bool { return len(w.spans(t, "status_patch", old.ID)) == 1 })
+	p := w.spans(t, "status_patch", old.ID)[0]
+	require.Equal(t, "status=archived", p.This)
+	require.Equal(t, "acme", p.TenantID)
+	require.Equal(t, "alice", p.OwnerID, "a stock policy's span belongs to the owner of the span it judged")
+	// The fresh block was judged in the same pass and left alone.
+	eventually(t, time.Minute, "a policy cursor past the fresh block", func() bool {
+		return w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'policy_cursor' AND tenant_id = 'acme'`) > 0
+	})
+	require.Empty(t, w.spans(t, "status_patch", fresh.ID))
 }
