@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "quickjs.h"
@@ -133,13 +134,13 @@ static JSValue pending(JSContext *c, int32_t n)
     return v;
 }
 
-/* bytes gives the bytes of an ArrayBuffer, a typed array or DataView, or a
-   string (UTF-8). *str is set when the bytes belong to a C string to free. */
+/* bytes gives the bytes of an ArrayBuffer or of a string (UTF-8); *str is
+   set when they belong to a C string to free. The prelude turns typed
+   arrays into their buffers first: asking QuickJS what an object is costs
+   a thrown (and discarded) TypeError. */
 static int bytes(JSContext *c, JSValueConst v, const uint8_t **p, size_t *n, const char **str)
 {
-    size_t off, len, bpe;
     uint8_t *buf;
-    JSValue ab;
     *str = NULL;
     if (JS_IsString(v)) {
         *str = JS_ToCStringLen(c, n, v);
@@ -148,25 +149,10 @@ static int bytes(JSContext *c, JSValueConst v, const uint8_t **p, size_t *n, con
         *p = (const uint8_t *)*str;
         return 0;
     }
-    buf = JS_GetArrayBuffer(c, &len, v);
-    if (buf) {
-        *p = buf;
-        *n = len;
-        return 0;
-    }
-    JS_FreeValue(c, JS_GetException(c));
-    ab = JS_GetTypedArrayBuffer(c, v, &off, &len, &bpe);
-    if (JS_IsException(ab)) {
-        JS_FreeValue(c, JS_GetException(c));
-        JS_ThrowTypeError(c, "expected a string, an ArrayBuffer or a typed array");
-        return -1;
-    }
-    buf = JS_GetArrayBuffer(c, &bpe, ab);
-    JS_FreeValue(c, ab); /* the typed array keeps the buffer alive */
+    buf = JS_GetArrayBuffer(c, n, v);
     if (!buf)
         return -1;
-    *p = buf + off;
-    *n = len;
+    *p = buf;
     return 0;
 }
 
@@ -253,13 +239,95 @@ static JSValue n_pending(JSContext *c, JSValueConst this, int argc, JSValueConst
     return pending(c, ll_result(NULL, 0));
 }
 
-/* nowMicros: the run's clock in microseconds since the epoch (exact in a
-   double until the year 2255). */
-static JSValue n_now_micros(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+/* nowISO: the run's clock as the ledger writes `at`, UTC with six
+   fractional digits: 2026-01-02T03:04:05.123456Z. */
+static JSValue n_now_iso(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
 {
     int64_t ns = ll_now();
     int64_t us = ns / 1000 - (ns % 1000 < 0);
-    return JS_NewFloat64(c, (double)us);
+    int64_t secs = us / 1000000 - (us % 1000000 < 0);
+    int32_t frac = (int32_t)(us - secs * 1000000);
+    time_t t = (time_t)secs;
+    struct tm tm;
+    char buf[40];
+    if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999)
+        return JS_ThrowRangeError(c, "the run's clock is out of range");
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+    return JS_NewString(c, buf);
+}
+
+/* hex: lowercase hex of bytes (in C: a JS loop of string concatenations
+   costs a thousand times more fuel). */
+static JSValue n_hex(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *p;
+    size_t n, i;
+    const char *str;
+    char *out;
+    JSValue v;
+    if (bytes(c, argv[0], &p, &n, &str))
+        return JS_EXCEPTION;
+    out = malloc(2 * n + 1);
+    if (!out) {
+        free_bytes(c, str);
+        oom = 1;
+        return JS_ThrowOutOfMemory(c);
+    }
+    for (i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    v = JS_NewStringLen(c, out, 2 * n);
+    free(out);
+    free_bytes(c, str);
+    return v;
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* fromHex: the bytes of a hex string, as an ArrayBuffer. */
+static JSValue n_from_hex(JSContext *c, JSValueConst this, int argc, JSValueConst *argv)
+{
+    size_t n, i;
+    uint8_t *out;
+    JSValue v;
+    const char *s = JS_ToCStringLen(c, &n, argv[0]);
+    if (!s)
+        return JS_EXCEPTION;
+    if (n % 2) {
+        JS_FreeCString(c, s);
+        return JS_ThrowTypeError(c, "toU8: a hex string has an even length");
+    }
+    out = malloc(n / 2 + 1);
+    if (!out) {
+        JS_FreeCString(c, s);
+        oom = 1;
+        return JS_ThrowOutOfMemory(c);
+    }
+    for (i = 0; i < n / 2; i++) {
+        int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            free(out);
+            JS_FreeCString(c, s);
+            return JS_ThrowTypeError(c, "toU8: not a hex string");
+        }
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    v = new_buffer(c, out, n / 2);
+    free(out);
+    JS_FreeCString(c, s);
+    return v;
 }
 
 /* monoMillis: the monotonic clock (WASI, the sandbox's virtual clock). */
@@ -445,7 +513,9 @@ static const JSCFunctionListEntry natives[] = {
     JS_CFUNC_DEF("call", 2, n_call),
     JS_CFUNC_DEF("lock", 2, n_lock),
     JS_CFUNC_DEF("pending", 0, n_pending),
-    JS_CFUNC_DEF("nowMicros", 0, n_now_micros),
+    JS_CFUNC_DEF("nowISO", 0, n_now_iso),
+    JS_CFUNC_DEF("hex", 1, n_hex),
+    JS_CFUNC_DEF("fromHex", 1, n_from_hex),
     JS_CFUNC_DEF("monoMillis", 0, n_mono_millis),
     JS_CFUNC_DEF("random", 1, n_random),
     JS_CFUNC_DEF("blake3", 1, n_blake3),
@@ -534,9 +604,9 @@ __attribute__((constructor)) static void init(void)
     if (!rt)
         abort();
     /* The stack is the first 512 KiB of memory (-z stack-size,
-       --stack-first): JS recursion about 1,800 deep, more than a run's
-       default fuel reaches. The limit keeps a margin for the C frames
-       below the interpreter's last check; past the stack, a store traps. */
+       --stack-first): JS recursion about 1,600 deep. The limit keeps a
+       margin for the C frames below the interpreter's last check; past
+       the stack, a store traps. */
     JS_SetMaxStackSize(rt, 512 * 1024 - 64 * 1024);
     JS_SetModuleLoaderFunc(rt, NULL, load_module, NULL);
     ctx = JS_NewContext(rt);

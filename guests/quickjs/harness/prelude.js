@@ -100,32 +100,26 @@
 
   // now is the run's clock as the ledger writes `at`: UTC, six fractional
   // digits.
-  function now() {
-    const us = native.nowMicros();
-    const ms = Math.floor(us / 1000);
-    const iso = new Date(ms).toISOString(); // ...T12:34:56.789Z
-    return iso.slice(0, -1) + String(us - ms * 1000).padStart(3, '0') + 'Z';
-  }
+  const now = () => native.nowISO();
 
   // ---- bytes and crypto (no key ever enters a guest: no signing here) ----
 
   const u8 = (ab) => new Uint8Array(ab);
-  const HEX = [];
-  for (let i = 0; i < 256; i++) HEX.push((i < 16 ? '0' : '') + i.toString(16));
+  // raw is what the natives take: a string (as UTF-8) or an ArrayBuffer.
+  function raw(b) {
+    if (typeof b === 'string' || b instanceof ArrayBuffer) return b;
+    if (ArrayBuffer.isView(b)) {
+      return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b.buffer
+        : b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
+    }
+    throw new TypeError('expected a string, an ArrayBuffer or a typed array');
+  }
   function hex(b) {
-    const a = b instanceof ArrayBuffer ? u8(b) : b;
-    let s = '';
-    for (let i = 0; i < a.length; i++) s += HEX[a[i] & 255];
-    return s;
+    if (typeof b === 'string') throw new TypeError('hex: expected bytes (an ArrayBuffer or a typed array), not a string');
+    return native.hex(raw(b));
   }
-  function toU8(h) {
-    h = String(h);
-    if (h.length % 2 !== 0 || /[^0-9a-fA-F]/.test(h)) throw new TypeError('toU8: not a hex string');
-    const out = new Uint8Array(h.length / 2);
-    for (let i = 0; i < out.length; i++) out[i] = parseInt(h.substr(i * 2, 2), 16);
-    return out;
-  }
-  const blake3 = (data) => u8(native.blake3(data));
+  const toU8 = (h) => u8(native.fromHex(String(h)));
+  const blake3 = (data) => u8(native.blake3(raw(data)));
   const randomBytes = (n) => u8(native.random(n));
   function getRandomValues(ta) {
     if (!ArrayBuffer.isView(ta)) throw new TypeError('getRandomValues: expected a typed array');
@@ -143,7 +137,7 @@
   const noKeys = () => { throw new Error('ed25519: guests never hold private keys; insertSpan has the host sign'); };
   const ed25519 = Object.freeze({
     // verify(signature, message, publicKey), in @noble/ed25519's order.
-    verify: (sig, msg, pub) => native.ed25519Verify(pub, msg, sig),
+    verify: (sig, msg, pub) => native.ed25519Verify(raw(pub), raw(msg), raw(sig)),
     sign: noKeys,
     getPublicKey: noKeys,
   });
@@ -155,7 +149,7 @@
   }
   class TextDecoder {
     get encoding() { return 'utf-8'; }
-    decode(b) { return b === undefined ? '' : native.utf8Decode(b); }
+    decode(b) { return b === undefined ? '' : native.utf8Decode(raw(b)); }
   }
 
   // ---- logging ----
