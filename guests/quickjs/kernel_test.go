@@ -145,6 +145,7 @@ func TestKernelContext(t *testing.T) {
   const stored = await insertSpan({ entity_type: 'note', who: 'k', this: 'n', metadata: { at: now() } });
   const many = await insertSpan([{ entity_type: 'a' }, { entity_type: 'b' }]);
   const ran = await exec(env.SPAN_ID, { n: 1 });
+  const both = await exec([{ span_id: 'f2', input: 2 }, { span_id: 'missing' }]);
   let missing;
   try { await exec('missing', {}); } catch (e) { missing = [e.code, e.errno]; }
   let failed;
@@ -154,6 +155,7 @@ func TestKernelContext(t *testing.T) {
   const u8 = new TextEncoder().encode('abc');
   return {
     stored: stored.signature, many: many.length, ran: ran.output, missing, failed, locks, http: got.body,
+    both: [both[0].output, both[1].status, both[1].error.code],
     env: [env.SPAN_ID, env.NOPE === undefined, 'SPAN_ID' in env, 'NOPE' in env, Object.keys(env).length],
     blake3: crypto.hex(crypto.blake3('abc')), blake3u8: crypto.hex(crypto.blake3(u8)),
     toU8: Array.from(crypto.toU8('00ff10')), text: new TextDecoder().decode(u8),
@@ -166,6 +168,7 @@ func TestKernelContext(t *testing.T) {
 	abc := blake3.Sum256([]byte("abc"))
 	want := `{
 		"stored": "signed-by-the-host", "many": 2, "ran": {"ran":"f1","input":{"n":1}},
+		"both": [{"ran":"f2","input":2}, "error", "not_found"],
 		"missing": ["not_found", -3],
 		"failed": ["failed", "sql: ERROR: syntax error at or near \"boom\" (SQLSTATE 42601) (failed)"],
 		"locks": [true, false, true, false], "http": "GET https://example.com/x",

@@ -223,7 +223,10 @@
     env: envGet,
     sql: promised(sql),
     insertSpan: promised((span) => callJSON('insert_span', span)),
-    exec: promised((spanId, input) => callJSON('exec', input === undefined ? { span_id: spanId } : { span_id: spanId, input })),
+    // exec(spanId, input), or exec([{span_id, input}, ...]): the host runs
+    // an array concurrently and answers one result per request.
+    exec: promised((spanId, input) => callJSON('exec', isArray(spanId) ? spanId
+      : input === undefined ? { span_id: spanId } : { span_id: spanId, input })),
     http: promised((req) => callJSON('http', req)),
     lock: promised(lock),
     unlock: promised(unlock),
