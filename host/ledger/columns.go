@@ -18,7 +18,10 @@ var (
 		"owner_id", "tenant_id", "visibility", "status", "is_deleted", "name", "description", "code", "language",
 		"runtime", "input", "output", "error", "duration_ms", "trace_id", "prev_hash", "curr_hash", "signature",
 		"public_key", "metadata"}
-	selectCols = append(append([]string{}, spanCols...), "tx_id::text", "ord")
+	// The text form of tx_id gets its own name: left as "tx_id", it would be
+	// what "ORDER BY tx_id" sorts by (an output column wins over a table
+	// column), and "999" sorts after "1000" as text.
+	selectCols = append(append([]string{}, spanCols...), "tx_id::text AS tx_text", "ord")
 
 	selectColumns = strings.Join(selectCols, ", ")
 	insertSpan    = `INSERT INTO ledger.universal_registry (` + strings.Join(spanCols, ", ") + `) VALUES (` + placeholders(len(spanCols)) + `)`
