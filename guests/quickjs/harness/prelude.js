@@ -362,6 +362,15 @@
     };
   }
 
+  // The entries of a batch's output, as JSON text: cheaper than objects
+  // for JSON.stringify to walk again.
+  const EMPTY = '{"actions":[]}';
+  const actionsEntry = (v) => {
+    const a = actions(v);
+    return a.length === 0 ? EMPTY : '{"actions":' + json(a) + '}';
+  };
+  const errorEntry = (e) => '{"error":{"message":' + stringify(String(e)) + '}}';
+
   function runPolicy(input) {
     if (input === null || typeof input !== 'object') throw new TypeError(`${name}: a policy's input is a span or {"batch": [span, ...]}`);
     const ctx = makeCtx(input);
@@ -371,21 +380,24 @@
     const spans = input.batch;
     const out = new Array(spans.length);
     const waits = [];
+    // The common answers (nothing, an array) take no function call here:
+    // each costs about as much as a small policy's own work.
     for (let i = 0; i < spans.length; i++) {
       try {
         const r = entry(spans[i], ctx);
-        if (isThenable(r)) {
+        if (!r) out[i] = EMPTY;
+        else if (isArray(r)) out[i] = r.length === 0 ? EMPTY : '{"actions":' + stringify(r) + '}';
+        else if (isThenable(r)) {
           waits.push(Promise.resolve(r).then(
-            (v) => { try { out[i] = { actions: actions(v) }; } catch (e) { out[i] = { error: { message: String(e) } }; } },
-            (e) => { out[i] = { error: { message: String(e) } }; }));
-        } else {
-          out[i] = { actions: actions(r) };
-        }
+            (v) => { try { out[i] = actionsEntry(v); } catch (e) { out[i] = errorEntry(e); } },
+            (e) => { out[i] = errorEntry(e); }));
+        } else out[i] = actionsEntry(r); // not an array: its error
       } catch (e) {
-        out[i] = { error: { message: String(e) } };
+        out[i] = errorEntry(e);
       }
     }
-    settle(waits.length ? Promise.all(waits).then(() => out) : out, json);
+    const text = () => '[' + out.join(',') + ']';
+    settle(waits.length ? Promise.all(waits).then(text) : text(), (s) => s);
   }
 
   function run(text) {
