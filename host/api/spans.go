@@ -64,10 +64,15 @@ func mediaType(c echo.Context, allowed ...string) (string, error) {
 // with a wrong type or an unknown field, is malformed (400); a span that
 // parses but breaks the schema is invalid (422). Either way the problem
 // names the field, the span and the line.
-func decodeSpans(body []byte) ([]span.Span, *problem) {
+func decodeSpans(body []byte, single bool) ([]span.Span, *problem) {
 	body = bytes.TrimPrefix(body, []byte{0xEF, 0xBB, 0xBF})
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, fail(codeMalformed, "body", "the body is empty; send a span as a JSON object, or NDJSON with one span per line")
+	}
+	if single {
+		// One object: the span decoder checks the syntax itself, so the
+		// body is read once, not cut first.
+		return decodeOne(body)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var spans []span.Span
@@ -97,6 +102,9 @@ func decodeSpans(body []byte) ([]span.Span, *problem) {
 			p := fail(codeMalformed, "body", "%v", err)
 			if errors.As(err, &fe) {
 				p = fail(codeMalformed, fe.Field, "%s", fe.Reason)
+				if fe.Field == "span" { // the span as a whole
+					p.Field = "body"
+				}
 			}
 			p.Span, p.Line = i, line
 			return nil, p
@@ -111,6 +119,31 @@ func decodeSpans(body []byte) ([]span.Span, *problem) {
 		}
 		spans = append(spans, sp)
 	}
+}
+
+func decodeOne(body []byte) ([]span.Span, *problem) {
+	var sp span.Span
+	var fe *span.FieldError
+	if err := sp.UnmarshalJSON(body); err != nil {
+		p := fail(codeMalformed, "body", "%v", err)
+		if errors.As(err, &fe) {
+			p = fail(codeMalformed, fe.Field, "%s", fe.Reason)
+			if fe.Field == "span" { // the body as a whole
+				p.Field = "body"
+			}
+		}
+		if strings.Contains(p.Detail, "trailing data") {
+			p.Detail = "application/json takes one span; send a batch as application/x-ndjson"
+		}
+		return nil, p
+	}
+	if err := sp.Validate(); err != nil {
+		if errors.As(err, &fe) {
+			return nil, fail(codeInvalid, fe.Field, "%s", fe.Reason)
+		}
+		return nil, fail(codeInvalid, "", "%v", err)
+	}
+	return []span.Span{sp}, nil
 }
 
 func lineAt(b []byte, off int) int {
@@ -155,7 +188,7 @@ func (s *Server) appendSpans(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	spans, prob := decodeSpans(body)
+	spans, prob := decodeSpans(body, mt == mimeJSON)
 	if prob != nil {
 		return prob
 	}

@@ -144,6 +144,9 @@ func (a *authenticator) refresh(ctx context.Context) {
 		trusted[a.node] = true
 	}
 	m, err := a.man.LoadManifest(ctx)
+	if ctx.Err() != nil {
+		return // shutting down
+	}
 	if err != nil {
 		var r *stage0.Refusal
 		if !errors.As(err, &r) || r.Code != stage0.CodeNotFound {
