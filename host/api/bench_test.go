@@ -1,0 +1,325 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/localpg"
+	"github.com/logline/logline/host/span"
+)
+
+// rawInsert is what a client without the API would send: the same row,
+// already sealed, straight into the table as the login user.
+const rawInsert = `INSERT INTO ledger.universal_registry (id, seq, entity_type, who, did, "this", at, owner_id, tenant_id,
+	visibility, status, name, code, language, runtime, input, metadata, curr_hash, signature, public_key)
+	VALUES ($1, 0, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`
+
+func benchSpan(i int) span.Span {
+	return span.Span{EntityType: "function", Who: "alice", Did: "defined", This: "function", Name: fmt.Sprintf("bench-%d", i),
+		Status: "active", Language: "javascript", Runtime: "quickjs", Visibility: "tenant",
+		Code:     "export default function on(span) { return [] } // a typical small policy body of a few dozen bytes",
+		Input:    []byte(`{"n":` + strconv.Itoa(i) + `,"tags":["a","b"],"nested":{"k":"v"}}`),
+		Metadata: []byte(`{"schedule":"*/5 * * * *","owner":"alice"}`)}
+}
+
+// sealedRow seals s as the API would and returns the raw INSERT args.
+func sealedRow(t testing.TB, key *span.Key, p ledger.Principal, s span.Span) []any {
+	require.NoError(t, ledger.Fill(p, &s, span.FormatTime(time.Now())))
+	require.NoError(t, key.Seal(&s))
+	at, _ := span.ParseTime(s.At)
+	return []any{s.ID, s.EntityType, s.Who, s.Did, s.This, at, s.OwnerID, s.TenantID, s.Visibility, s.Status,
+		s.Name, s.Code, s.Language, s.Runtime, string(s.Input), string(s.Metadata), s.CurrHash, s.Signature, s.PublicKey}
+}
+
+var discard = slog.New(slog.DiscardHandler)
+
+func percentile(d []time.Duration, q float64) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(q*float64(len(s)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkAppend prints POST /api/spans (one span per request, each its
+// own transaction) against raw INSERTs of the same rows, sealed ahead, on
+// the same database in the same run: requests per second and p99 latency,
+// one client at a time and eight at once. It measures on a durable server
+// (fsync on, as production runs: the lines without suffix) and on the
+// tests' non-durable one (_nosync), where commits cost almost nothing and
+// the API's own overhead shows most. Run with -benchtime=1x.
+func BenchmarkAppend(b *testing.B) {
+	ctx := context.Background()
+	srv, err := localpg.Start(ctx, localpg.Config{Durable: true})
+	require.NoError(b, err)
+	defer srv.Stop() //nolint:errcheck
+	_, _, err = ledger.Migrate(ctx, srv.URL("postgres"))
+	require.NoError(b, err)
+	for range b.N {
+		for _, target := range []struct{ suffix, url string }{
+			{"", srv.URL("postgres")},
+			{"_nosync", testPG.Database(b, "bench")},
+		} {
+			bb := benchBundle(b, target.url)
+			for _, workers := range []int{1, 8} {
+				measureAppend(b, bb, workers, 200) // warm connections and caches
+				ours, raw, ourLat, rawLat := measureAppend(b, bb, workers, 3000)
+				name := "api_append_single"
+				if workers > 1 {
+					name += fmt.Sprintf("_c%d", workers)
+				}
+				fmt.Printf("BENCH %s%s ours=%.0f baseline=%.0f unit=req/s better=higher\n", name, target.suffix, ours, raw)
+				fmt.Printf("BENCH %s_p99%s ours=%.3f baseline=%.3f unit=ms better=lower\n", name, target.suffix,
+					ms(percentile(ourLat, 0.99)), ms(percentile(rawLat, 0.99)))
+			}
+		}
+	}
+}
+
+type appendBundle struct {
+	*bundle
+	admin *pgxpool.Pool
+}
+
+func benchBundle(b *testing.B, dbURL string) *appendBundle {
+	ctx := context.Background()
+	key, err := span.GenerateKey()
+	require.NoError(b, err)
+	l, err := ledger.Open(ctx, dbURL, ledger.WithKey(key))
+	require.NoError(b, err)
+	b.Cleanup(l.Close)
+	admin, err := pgxpool.New(ctx, dbURL)
+	require.NoError(b, err)
+	b.Cleanup(admin.Close)
+	bb := serve(b, Config{Ledger: l, Key: key, Logger: discard})
+	bb.key, bb.ledger = key, l
+	bb.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	return &appendBundle{bundle: bb, admin: admin}
+}
+
+// measureAppend sends n spans with workers concurrent clients through the
+// API and n through raw INSERTs, interleaved in rounds so drift hits both
+// alike, and returns both rates and every latency.
+func measureAppend(b *testing.B, bb *appendBundle, workers, n int) (ours, raw float64, ourLat, rawLat []time.Duration) {
+	ctx := context.Background()
+	p := ledger.User("acme", "alice")
+	tok := bb.token(b, p.Tenant, p.User)
+	const rounds = 5
+	per := n / rounds / workers
+	var oursD, rawD time.Duration
+	var mu sync.Mutex
+	run := func(work func(w, i int)) time.Duration {
+		var wg sync.WaitGroup
+		start := time.Now()
+		for w := range workers {
+			wg.Go(func() {
+				for i := range per {
+					work(w, i)
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	for range rounds {
+		rows := make([][][]any, workers)
+		bodies := make([][][]byte, workers)
+		for w := range workers {
+			for i := range per {
+				rows[w] = append(rows[w], sealedRow(b, bb.key, p, benchSpan(i)))
+				body, err := json.Marshal(benchSpan(i))
+				require.NoError(b, err)
+				bodies[w] = append(bodies[w], body)
+			}
+		}
+		rawD += run(func(w, i int) {
+			t0 := time.Now()
+			_, err := bb.admin.Exec(ctx, rawInsert, rows[w][i]...)
+			d := time.Since(t0)
+			if err != nil {
+				b.Error(err)
+			}
+			mu.Lock()
+			rawLat = append(rawLat, d)
+			mu.Unlock()
+		})
+		oursD += run(func(w, i int) {
+			t0 := time.Now()
+			req, _ := http.NewRequest(http.MethodPost, bb.url+"/api/spans", bytes.NewReader(bodies[w][i]))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := bb.client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			d := time.Since(t0)
+			if resp.StatusCode != http.StatusCreated {
+				b.Errorf("status %d", resp.StatusCode)
+			}
+			mu.Lock()
+			ourLat = append(ourLat, d)
+			mu.Unlock()
+		})
+	}
+	total := float64(per * workers * rounds)
+	return total / oursD.Seconds(), total / rawD.Seconds(), ourLat, rawLat
+}
+
+// BenchmarkStreamLatency prints the commit-to-client latency of the stream:
+// spans committed at 200 per second for 10 seconds, each received by 500
+// subscribers (of 5 principals), p50 and p99 over every delivery, against
+// the floor in the same run — Postgres delivering the NOTIFY of the same
+// commits to one bare LISTEN connection. The clock starts when Append
+// returns (the commit is acknowledged).
+func BenchmarkStreamLatency(b *testing.B) {
+	const (
+		subscribers = 500
+		users       = 5
+		rate        = 200
+		duration    = 10 * time.Second
+	)
+	for range b.N {
+		ctx := context.Background()
+		dbURL := testPG.Database(b, "bench")
+		key, err := span.GenerateKey()
+		require.NoError(b, err)
+		l, err := ledger.Open(ctx, dbURL, ledger.WithKey(key))
+		require.NoError(b, err)
+		bb := serve(b, Config{Ledger: l, Key: key, Logger: discard})
+		bb.key = key
+		bb.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: subscribers}}
+		n := int(duration.Seconds()) * rate
+
+		// Arrivals are matched with commits at the end: an event can reach a
+		// client before Append has returned to the writer.
+		type arrival struct {
+			key string // span name (stream) or id (LISTEN)
+			at  time.Time
+		}
+		var mu sync.Mutex
+		committed := make(map[string]time.Time, n) // span name -> when Append returned
+		names := make(map[string]string, n)        // id -> name
+		var arrivals, notices []arrival
+
+		// The floor: one bare LISTEN connection.
+		conn, err := pgx.Connect(ctx, dbURL)
+		require.NoError(b, err)
+		_, err = conn.Exec(ctx, "LISTEN "+ledger.Channel)
+		require.NoError(b, err)
+		var lwg sync.WaitGroup
+		lwg.Go(func() {
+			for range n {
+				nt, err := conn.WaitForNotification(ctx)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				id, _, _ := bytes.Cut([]byte(nt.Payload), []byte("/"))
+				notices = append(notices, arrival{string(id), time.Now()})
+			}
+		})
+
+		var wg, ready sync.WaitGroup
+		ready.Add(subscribers)
+		errs := make(chan error, subscribers)
+		for i := range subscribers {
+			tok := bb.token(b, "acme", fmt.Sprintf("u%d", i%users))
+			wg.Go(func() {
+				mine := make([]arrival, 0, n)
+				if err := measureStream(bb, tok, n, ready.Done, func(name string, at time.Time) { mine = append(mine, arrival{name, at}) }); err != nil {
+					errs <- err
+				}
+				mu.Lock()
+				arrivals = append(arrivals, mine...)
+				mu.Unlock()
+			})
+		}
+		ready.Wait()
+
+		tick := time.NewTicker(time.Second / rate)
+		for i := range n {
+			<-tick.C
+			name := "e" + strconv.Itoa(i)
+			out, err := l.Append(ctx, ledger.User("acme", fmt.Sprintf("u%d", i%users)), note(name, "tenant"))
+			now := time.Now()
+			require.NoError(b, err)
+			mu.Lock()
+			committed[name] = now
+			names[out[0].ID] = name
+			mu.Unlock()
+		}
+		tick.Stop()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(b, err)
+		}
+		lwg.Wait()
+		conn.Close(ctx)
+		require.Len(b, arrivals, n*subscribers, "every subscriber received every span")
+		var ours, floor []time.Duration
+		for _, a := range arrivals {
+			ours = append(ours, a.at.Sub(committed[a.key]))
+		}
+		for _, a := range notices {
+			floor = append(floor, a.at.Sub(committed[names[a.key]]))
+		}
+		fmt.Printf("BENCH api_stream_latency_p50 ours=%.3f baseline=%.3f unit=ms better=lower\n", ms(percentile(ours, 0.5)), ms(percentile(floor, 0.5)))
+		fmt.Printf("BENCH api_stream_latency_p99 ours=%.3f baseline=%.3f unit=ms better=lower\n", ms(percentile(ours, 0.99)), ms(percentile(floor, 0.99)))
+		l.Close()
+	}
+}
+
+// measureStream follows a stream until n span events arrived, reporting
+// each span's name and arrival time.
+func measureStream(bb *bundle, tok string, n int, ready func(), got func(name string, at time.Time)) error {
+	req, _ := http.NewRequest(http.MethodGet, bb.url+"/api/timeline/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := bb.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	nameKey := []byte(`"name":"`)
+	for count := 0; count < n; {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return fmt.Errorf("after %d events: %w", count, err)
+		}
+		switch {
+		case bytes.HasPrefix(line, []byte("id: ")) && ready != nil:
+			ready()
+			ready = nil
+		case bytes.HasPrefix(line, []byte("data: ")):
+			at := time.Now()
+			i := bytes.Index(line, nameKey)
+			if i < 0 {
+				return fmt.Errorf("no name in %.80s", line)
+			}
+			rest := line[i+len(nameKey):]
+			got(string(rest[:bytes.IndexByte(rest, '"')]), at)
+			count++
+		}
+	}
+	return nil
+}
