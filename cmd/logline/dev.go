@@ -126,7 +126,7 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 			a.printf("DATABASE_URL=%s\n", dbURL)
 			a.printf("API %s (OpenAPI at %s/api/openapi.json)\n", url, url)
 			a.printf("TOKEN=%s\n", token)
-			a.printf("  (acts as user %s in tenant %s for %s)\n", p.User, p.Tenant, devTokenTTL)
+			a.printf("  (acts as user %s in tenant %s for %d days)\n", p.User, p.Tenant, int(devTokenTTL/(24*time.Hour)))
 			a.printf("wrote %s; Ctrl-C stops\n", infoPath)
 			err = a.runServer(ctx, l, key, ln, o)
 			a.printf("stopping\n")
