@@ -117,16 +117,20 @@ func TestKernelSQLIsParameterised(t *testing.T) {
   const a = await sql`+"`SELECT * FROM ledger.visible_timeline WHERE id=${id} AND seq > ${2} AND at < ${new Date(0)} LIMIT ${undefined}`"+`;
   const b = await sql('SELECT $1::int AS n', [5]);
   const c = await sql`+"`SELECT 1`"+`;
-  return [a.rows[0], b.rows[0], c.rows[0]];
+  const d = await sql`+"`SELECT ${'x1'} ~ '^x\\\\d$'`"+`;
+  const e = await sql`+"`SELECT '\\xyz' || ${1}`"+`;
+  return [a.rows[0], b.rows[0], c.rows[0], d.rows[0], e.rows[0]];
 };`, caps, nil, "")
 	ok(t, res)
 	require.JSONEq(t, `[
 		{"query":"SELECT * FROM ledger.visible_timeline WHERE id=$1 AND seq > $2 AND at < $3 LIMIT $4",
 		 "params":["x'; DROP TABLE ledger.universal_registry; --",2,"1970-01-01T00:00:00.000Z",null]},
 		{"query":"SELECT $1::int AS n","params":[5]},
-		{"query":"SELECT 1","params":[]}
-	]`, string(res.Output))
-	require.Len(t, caps.sql, 3)
+		{"query":"SELECT 1","params":[]},
+		{"query":"SELECT $1 ~ '^x\\d$'","params":["x1"]},
+		{"query":"SELECT '\\xyz' || $1","params":[1]}
+	]`, string(res.Output), "an escape JS cannot cook (\\xyz) reaches Postgres as written")
+	require.Len(t, caps.sql, 5)
 	require.NotContains(t, caps.sql[0].Query, "DROP", "values never reach the query text")
 }
 

@@ -28,7 +28,9 @@ cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/logline/quickjs
 die() { echo "quickjs build: $*" >&2; exit 1; }
 
 command -v "$CC" >/dev/null || die "$CC not found (Debian: apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32)"
-command -v sha256sum >/dev/null || die "sha256sum not found"
+for tool in sha256sum tar patch sed awk; do
+	command -v $tool >/dev/null || die "$tool not found"
+done
 
 # Another toolchain builds a working module, but not these bytes.
 have_clang=$("$CC" --version | head -1)

@@ -68,8 +68,11 @@
       query = strings;
       params = values.length === 1 && isArray(values[0]) ? values[0] : values;
     } else if (strings && isArray(strings.raw)) {
-      query = strings[0];
-      for (let i = 0; i < values.length; i++) query += '$' + (i + 1) + strings[i + 1];
+      // A segment with an escape JS does not know (say \d in a regular
+      // expression) has no cooked text: Postgres gets it as written.
+      const seg = (i) => (strings[i] === undefined ? strings.raw[i] : strings[i]);
+      query = seg(0);
+      for (let i = 0; i < values.length; i++) query += '$' + (i + 1) + seg(i + 1);
       params = values;
     } else {
       throw new TypeError('sql: use it as a tagged template (sql`SELECT ... ${value}`) or sql(query, params)');
