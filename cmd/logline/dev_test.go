@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -94,7 +95,9 @@ func startCmd(t *testing.T, env map[string]string, ready *regexp.Regexp, args ..
 			select {
 			case code = <-done:
 			case <-time.After(30 * time.Second):
-				t.Errorf("logline %s did not stop", args[0])
+				var stacks strings.Builder
+				_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+				t.Errorf("logline %s did not stop in 30s; goroutines:\n%s", args[0], stacks.String())
 			}
 		})
 		return code
