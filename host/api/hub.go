@@ -60,10 +60,11 @@ type group struct {
 	dead  bool // removed from the hub; joiners must get a new group
 }
 
-// fetchLimit is the page size of a group's fetch, and fetchWorkers how many
-// groups are fetched at once.
+// fetchLimit is the page size of a group's fetch (spans can be megabytes
+// each, so a page is kept small enough to hold in memory whatever it
+// carries), and fetchWorkers how many groups are fetched at once.
 const (
-	fetchLimit   = ledger.MaxLimit
+	fetchLimit   = 100
 	fetchWorkers = 8
 	// settleWait bounds how long one round waits for the horizon to pass
 	// what was announced; a longer transaction makes the hub retry.

@@ -440,7 +440,7 @@ func TestStream500SubscribersAll10000Events(t *testing.T) {
 	}
 	fetches, rounds := counter(t, b.srv, "logline_stream_fetch_seconds"), counter(t, b.srv, "logline_stream_rounds_total")
 	t.Logf("%v rounds, %v fetches for %d subscribers of %d principals", rounds, fetches, subscribers, users)
-	require.LessOrEqual(t, fetches, float64(users)*rounds+float64(users)*float64(events/ledger.MaxLimit+1))
+	require.LessOrEqual(t, fetches, float64(users)*rounds+float64(users)*float64(events/fetchLimit+1))
 	require.Zero(t, counter(t, b.srv, "logline_stream_dropped_total"))
 }
 
