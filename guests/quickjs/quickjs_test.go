@@ -472,3 +472,66 @@ func TestExamples(t *testing.T) {
 		{"actions":[]}
 	]`, string(res.Output))
 }
+
+// TestInputJSONIsJSONParse: the harness parses a run's input in C (as fast
+// again as QuickJS's JSON.parse); it must give what JSON.parse gives. Each
+// case travels twice, as JSON and as a string JS then hands to JSON.parse.
+func TestInputJSONIsJSONParse(t *testing.T) {
+	t.Parallel()
+	m := prepare(t, quickjs.KindFunction, `
+function same(a, b) {
+  if (typeof a !== typeof b) return false;
+  if (typeof a !== 'object' || a === null || b === null) return Object.is(a, b);
+  if (Array.isArray(a) !== Array.isArray(b) || Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return false;
+  const ka = Object.getOwnPropertyNames(a), kb = Object.getOwnPropertyNames(b);
+  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && same(a[k], b[k]));
+}
+const [parsed, text] = input;
+return same(parsed, JSON.parse(text)) ? 'same' : JSON.stringify([parsed, JSON.parse(text)]);`)
+	for _, c := range []string{
+		`0`, `-0`, `[-0, 0.0, -0.0, 0e5]`, `1e400`, `-1e400`, `5e-324`, `2.5e-324`, `0.1`, `1.7976931348623157e308`,
+		`123456789012345`, `1234567890123456`, `123456789012345678901234567890`, `9007199254740993`, `-9007199254740993`,
+		`2147483647`, `2147483648`, `-2147483648`, `-2147483649`, `1E2`, `1e+2`, `1e-2`, `-1.5E-7`, `100`, `[1,2,3]`,
+		`"plain"`, `""`, `"\"\\\/\b\f\n\r\t"`, `"\u0000\u001f\u00e9\u4e2d\ud83d\ude80"`, `"\ud800"`, `"\udc00x\ud800"`, `"\ud83dx"`,
+		`"olá — ✓ 🚀"`, `{"a":1,"a":2}`, `{"__proto__":{"x":1}}`, `{"0":"zero","1":"one","b":[],"c":{}}`,
+		`{"ключ":"значение","k":"\u043a"}`, " \t\r\n{ \"a\" : [ 1 , { } , [ ] ] } \n", `[[[[[[[[[[]]]]]]]]]]`,
+		`{"id":"x","seq":0,"metadata":{"ttl_minutes":5,"n":null,"t":true,"f":false}}`,
+	} {
+		text, err := json.Marshal(c)
+		require.NoError(t, err)
+		res := run(t, m, abi.TierFunction, "["+c+","+string(text)+"]")
+		ok(t, res)
+		require.Equal(t, `"same"`, string(res.Output), c)
+	}
+
+	// What JSON.parse refuses, the input parser refuses: the run fails and
+	// says where.
+	echo := prepare(t, quickjs.KindFunction, "return input")
+	for in, want := range map[string]string{
+		`01`:             "unexpected data after the value at byte 1",
+		`1.`:             "bad number at the end of the input",
+		`.5`:             "unexpected character at byte 0",
+		`+1`:             "unexpected character at byte 0",
+		`-`:              "bad number at the end of the input",
+		`1e`:             "bad number at the end of the input",
+		`[1,]`:           "unexpected character at byte 3",
+		`{"a":1,}`:       "expected a key at byte 7",
+		`{'a':1}`:        "expected a key at byte 1",
+		`{"a" 1}`:        "expected ':' at byte 5",
+		`"tab	in"`:      "control character in a string at byte 4",
+		`"\x"`:           "bad escape in a string at byte 1",
+		`"\u12"`:         "bad \\u escape in a string at byte 1",
+		`"open`:          "unterminated string at the end of the input",
+		`tru`:            "unexpected character at byte 0",
+		`[1] [2]`:        "unexpected data after the value at byte 4",
+		`NaN`:            "unexpected character at byte 0",
+		"\xef\xbb\xbf{}": "unexpected character at byte 0",
+	} {
+		res := runReq(t, echo, sandbox.Request{Input: []byte(in)})
+		e := failed(t, res, abi.CodeGuestError)
+		require.Contains(t, e.Message, "SyntaxError: JSON: "+want, in)
+	}
+	deep := strings.Repeat("[", 1001) + strings.Repeat("]", 1001)
+	e := failed(t, runReq(t, echo, sandbox.Request{Input: []byte(deep)}), abi.CodeGuestError)
+	require.Contains(t, e.Message, "JSON: nested too deeply at byte 1000")
+}

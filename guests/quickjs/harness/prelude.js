@@ -39,11 +39,15 @@
 
   const CALL = { env: 0, sql: 1, insert_span: 2, exec: 3, http: 4 };
 
-  // callJSON sends a JSON request to an i64 host call and parses the answer.
+  // callJSON sends a JSON request to an i64 host call; the natives parse
+  // the answer (undefined: the call failed, and lastError says how).
   function callJSON(fn, req) {
     const r = native.call(CALL[fn], stringify(req));
-    if (typeof r !== 'string') throw hostError(fn, r[0], r[1]);
-    return parseJSON(r);
+    if (r === undefined) {
+      const [errno, text] = native.lastError();
+      throw hostError(fn, errno, text);
+    }
+    return r;
   }
 
   // Host calls are synchronous; the async surfaces hand back settled
@@ -54,9 +58,10 @@
 
   function envGet(key) {
     const r = native.call(CALL.env, String(key));
-    if (typeof r === 'string') return r;
-    if (r[0] === -3) return undefined;
-    throw hostError('env', r[0], r[1]);
+    if (r !== undefined) return r;
+    const [errno, text] = native.lastError();
+    if (errno === -3) return undefined;
+    throw hostError('env', errno, text);
   }
 
   // sql is a tagged template: sql`SELECT ... WHERE id = ${id}` sends
@@ -268,8 +273,7 @@
 
   let source = '';
 
-  function prepare(text) {
-    const init = parseJSON(text);
+  function prepare(init) {
     if (!init || typeof init.source !== 'string') throw new TypeError('logline_prepare: want {"kind","source","name"}');
     source = init.source;
     kind = init.kind;
@@ -403,8 +407,8 @@
     settle(waits.length ? Promise.all(waits).then(text) : text(), (s) => s);
   }
 
-  function run(text) {
-    const input = text === '' ? null : parseJSON(text);
+  // run gets the run's input parsed (none: null).
+  function run(input) {
     switch (kind) {
       case 'function': return settle(entry(input), json);
       case 'policy': return runPolicy(input);
