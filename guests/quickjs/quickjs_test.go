@@ -535,3 +535,33 @@ return same(parsed, JSON.parse(text)) ? 'same' : JSON.stringify([parsed, JSON.pa
 	e := failed(t, runReq(t, echo, sandbox.Request{Input: []byte(deep)}), abi.CodeGuestError)
 	require.Contains(t, e.Message, "JSON: nested too deeply at byte 1000")
 }
+
+// TestBatchOfFullSpansFitsTheDefaultFuel: the policy_agent passes policies
+// 50 spans a run, every column of each; the seed's ttl_reaper must get
+// through such a batch on the default fuel.
+func TestBatchOfFullSpansFitsTheDefaultFuel(t *testing.T) {
+	t.Parallel()
+	batch := make([]any, 50)
+	for i := range batch {
+		batch[i] = map[string]any{
+			"id": fmt.Sprintf("01a21892-e5b7-7de9-99b2-fe1bab71f%03d", i), "seq": 0, "entity_type": "execution",
+			"who": "edge:run_code", "did": "executed", "this": "run_code", "at": "2026-11-26T15:50:58.385033Z",
+			"when": "2026-11-26T15:50:58.385033Z", "parent_id": "01a21892-e5b7-7de9-99b2-fe1bab71f125",
+			"related_to": []string{"01a21892-e5b7-7de9-99b2-fe1bab71f125", "01a21892-e5b7-7de9-99b2-fe1bab71f126"},
+			"owner_id": "alice", "tenant_id": "acme", "visibility": "private", "status": "complete", "is_deleted": false,
+			"name": nil, "description": nil, "code": nil, "language": nil, "runtime": nil,
+			"input": map[string]any{"a": 1, "b": 2}, "output": map[string]any{"sum": 3}, "error": nil, "duration_ms": 12,
+			"trace_id": "4f3c2b1a-0000-4000-8000-000000000001", "prev_hash": nil,
+			"curr_hash":  strings.Repeat("9f", 32),
+			"signature":  strings.Repeat("3c", 64),
+			"public_key": strings.Repeat("f2", 32),
+			"metadata": map[string]any{"fuel_used": 82764, "host_calls": 3, "code_seq": 0, "tier": "function",
+				"module_hash": strings.Repeat("a2", 32)},
+		}
+	}
+	in, _ := json.Marshal(map[string]any{"batch": batch})
+	res := run(t, prepare(t, quickjs.KindPolicy, ttlReaper), abi.TierPolicy, string(in))
+	ok(t, res)
+	require.Less(t, res.FuelUsed, int64(sandbox.DefaultFuel))
+	t.Logf("%d spans of %d bytes: %d fuel a span", len(batch), len(in)/len(batch), res.FuelUsed/int64(len(batch)))
+}
