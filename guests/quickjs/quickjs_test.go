@@ -518,7 +518,7 @@ return same(parsed, JSON.parse(text)) ? 'same' : JSON.stringify([parsed, JSON.pa
 		`{"a":1,}`:       "expected a key at byte 7",
 		`{'a':1}`:        "expected a key at byte 1",
 		`{"a" 1}`:        "expected ':' at byte 5",
-		`"tab	in"`:       "control character in a string at byte 4",
+		"\"tab\tin\"":    "control character in a string at byte 4",
 		`"\x"`:           "bad escape in a string at byte 1",
 		`"\u12"`:         "bad \\u escape in a string at byte 1",
 		`"open`:          "unterminated string at the end of the input",
