@@ -108,18 +108,22 @@ async function runRequests(ctx, reqs) {
   let used = Number((counter && counter.metadata && counter.metadata.count) || 0);
   const fns = latest;
 
+  // First decide every request (quota in order), then run the functions
+  // that may run in one exec call (the host runs them concurrently), then
+  // record, in request order.
   const out = [];
-  let ran = 0, blocked = 0;
+  const runs = [];
+  let blocked = 0;
+  const closeRequest = (r, base, status, extra) => out.push(Object.assign({
+    id: r.id, seq: r.seq + 1, entity_type: 'request', who: 'edge:run_code', did: status === 'complete' ? 'completed' : 'failed',
+    this: r.this || 'run_code', status, parent_id: r.parent_id, related_to: r.related_to, trace_id: r.trace_id,
+    input: r.input, metadata: Object.assign({}, r.metadata),
+  }, base, extra || {}));
   for (const r of reqs) {
     const fn = fns.get(r.parent_id);
     const base = { owner_id: r.owner_id, visibility: r.visibility || 'private' };
-    const done = (status, extra) => out.push(Object.assign({
-      id: r.id, seq: r.seq + 1, entity_type: 'request', who: 'edge:run_code', did: status === 'complete' ? 'completed' : 'failed',
-      this: r.this || 'run_code', status, parent_id: r.parent_id, related_to: r.related_to, trace_id: r.trace_id,
-      input: r.input, metadata: Object.assign({}, r.metadata),
-    }, base, extra || {}));
     if (!fn || fn.entity_type !== 'function') {
-      done('error', { error: { code: 'not_found', message: `request ${r.id}: no function ${r.parent_id} visible to this tenant` } });
+      closeRequest(r, base, 'error', { error: { code: 'not_found', message: `request ${r.id}: no function ${r.parent_id} visible to this tenant` } });
       continue;
     }
     const forced = !!(fn.metadata && fn.metadata.force) && !!fn.public_key && override !== '' &&
@@ -133,19 +137,22 @@ async function runRequests(ctx, reqs) {
         parent_id: fn.id, related_to: [fn.id, r.id], trace_id: r.trace_id,
         error: { code: 'quota_exceeded', message }, metadata: { limit, today: used, request_id: r.id },
       }, base));
-      done('error', { error: { code: 'quota_exceeded', message } });
+      closeRequest(r, base, 'error', { error: { code: 'quota_exceeded', message } });
       continue;
     }
     used++;
-    ran++;
     const input = r.input !== undefined && r.input !== null ? r.input : fn.input;
-    const res = await exec(fn.id, input === undefined ? null : input);
+    runs.push({ r, fn, base, forced, input: input === undefined ? null : input });
+  }
+  const results = runs.length ? await exec(runs.map((x) => ({ span_id: x.fn.id, input: x.input }))) : [];
+  runs.forEach(({ r, fn, base, forced, input }, i) => {
+    const res = results[i];
     const execId = derivedId(crypto, 'execution', r.id);
     const ex = Object.assign({
       id: execId, seq: 0, entity_type: 'execution', who: 'edge:run_code', did: 'executed', this: 'run_code',
       status: res.status === 'complete' ? 'complete' : 'error',
       parent_id: fn.id, related_to: [fn.id, r.id], trace_id: r.trace_id || fn.trace_id || crypto.randomUUID(),
-      input: input === undefined ? null : input, duration_ms: res.duration_ms,
+      input, duration_ms: res.duration_ms,
       metadata: { request_id: r.id, fuel_used: res.fuel_used, code_seq: res.code_seq, module_hash: res.module_hash, forced: forced || undefined },
     }, base);
     if (res.status === 'complete') ex.output = res.output === undefined ? null : res.output;
@@ -158,8 +165,9 @@ async function runRequests(ctx, reqs) {
         parent_id: execId, related_to: [execId], metadata: { status: 'slow', duration_ms: res.duration_ms },
       }, base));
     }
-    done(ex.status, { metadata: Object.assign({}, r.metadata, { execution_id: execId }) });
-  }
+    closeRequest(r, base, ex.status, { metadata: Object.assign({}, r.metadata, { execution_id: execId }) });
+  });
+  const ran = runs.length;
   if (ran > 0) {
     out.push(nextVersion(counter, {
       id: counterId, entity_type: 'quota_counter', who: 'edge:run_code', did: 'counted',
