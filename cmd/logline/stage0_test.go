@@ -114,6 +114,11 @@ func TestSeedPublishBootRun(t *testing.T) {
 	r = cli(t, env, "", "publish", forbidden, "--name", "f", "--kind", "function")
 	require.Equal(t, 2, r.code)
 	require.Contains(t, r.err, "forbidden_import")
+	syntax := writeFile(t, "broken.js", []byte("return (1 +;\n"))
+	r = cli(t, env, "", "publish", syntax, "--name", "broken", "--kind", "function")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.err, "broken.js:1:")
+	require.Contains(t, r.err, "SyntaxError")
 	require.Equal(t, before, rows(t, env["DATABASE_URL"]))
 }
 

@@ -281,7 +281,7 @@ func (e *Engine) serve(ctx context.Context, lp *loop) {
 			continue
 		}
 		if sweep {
-			tenants, err := e.standing(ctx, lp.name)
+			tenants, err := e.standing(ctx, lp.name, len(m.GlobalPolicies) > 0)
 			if err != nil {
 				if ctx.Err() == nil {
 					e.log.Warn("sweep", "loop", lp.name, "err", err)
@@ -327,16 +327,19 @@ func (e *Engine) interval(name string, m *stage0.Manifest) time.Duration {
 }
 
 // standing lists the tenants with standing work for a loop: open requests,
-// scheduled functions, or (for policies) every tenant — stock policies
-// apply to all. Each is an index scan of what is open, or a loose index
-// scan over the tenants.
-func (e *Engine) standing(ctx context.Context, name string) ([]string, error) {
+// scheduled functions, tenants with active policies, or — when the
+// manifest has global (stock) policies, which apply to all — every tenant.
+// Each is an index scan of what is open, or a loose index scan over the
+// tenants.
+func (e *Engine) standing(ctx context.Context, name string, globalPolicies bool) ([]string, error) {
 	var q string
-	switch name {
-	case RequestWorker:
+	switch {
+	case name == RequestWorker:
 		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'request' AND status = 'scheduled'`
-	case Observer:
+	case name == Observer:
 		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'function' AND status = 'scheduled'`
+	case !globalPolicies:
+		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'policy' AND status = 'active'`
 	default:
 		q = `WITH RECURSIVE t(tenant_id) AS (
 		       (SELECT tenant_id FROM ledger.heads ORDER BY tenant_id LIMIT 1)

@@ -43,6 +43,9 @@ type Manifest struct {
 	// ProviderSecrets are the host environment variables a kernel's http
 	// call may name as auth_env (the host adds them as a bearer token).
 	ProviderSecrets []string `json:"provider_secrets"`
+	// GlobalPolicies are public policies the policy agent of every tenant
+	// evaluates (the stock ones).
+	GlobalPolicies []string `json:"global_policies"`
 	// Engine holds the intervals of the engine's loops (the seed's
 	// playbook: observer and request_worker every 2–10 s, policy_agent
 	// every 5–30 s); notifications wake them sooner.
