@@ -190,7 +190,7 @@ func TestRoundTrip(t *testing.T) {
 	assert.Nil(t, h.execs[2].Input)
 
 	assert.JSONEq(t, `{"response":{"status":201,"headers":{"Content-Type":"text/plain","X-Echo":"1"},
-		"body":"POST https://example.test/x ping"},"err":null}`, field("http"))
+		"body":"POST https://example.test/x ping","duration_ms":0},"err":null}`, field("http"))
 	assert.Equal(t, []abi.HTTPRequest{{Method: "POST", URL: "https://example.test/x", Headers: map[string]string{"X-A": "1"}, Body: "ping"}}, h.https)
 
 	abc, empty := blake3.Sum256([]byte("abc")), blake3.Sum256(nil)
