@@ -28,6 +28,9 @@ import (
 // process (TestMain), for the tests that kill one.
 const childEnv = "LOGLINE_ENGINE_TEST_CHILD"
 
+// childCacheEnv passes the shared compilation cache to a child.
+const childCacheEnv = "LOGLINE_ENGINE_TEST_CACHE"
+
 // runChild runs an engine until it is killed. It prints its node's public
 // key first, so the parent can tell the spans it signed.
 func runChild(url string) int {
@@ -42,7 +45,7 @@ func runChild(url string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	rt, err := sandbox.New(ctx, sandbox.Config{})
+	rt, err := sandbox.New(ctx, sandbox.Config{CompilationCacheDir: cacheDir})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -64,7 +67,7 @@ func runChild(url string) int {
 func startChild(t *testing.T, url string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+url)
+	cmd.Env = append(os.Environ(), childEnv+"="+url, childCacheEnv+"="+cacheDir)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -128,7 +131,7 @@ func TestThreeEnginesExactlyOnce(t *testing.T) {
 		startEngine(t, w.url, engine.Config{})
 	}
 	ids := w.scheduleMany(t, 1000, []string{"t1", "t2", "t3", "t4"})
-	w.checkExactlyOnce(t, ids, 3*time.Minute)
+	w.checkExactlyOnce(t, ids, testTimeout)
 }
 
 func TestKilledEngine(t *testing.T) {
@@ -141,7 +144,7 @@ func TestKilledEngine(t *testing.T) {
 	ids := w.scheduleMany(t, 1000, []string{"t1", "t2", "t3", "t4"})
 	// Let the child alone make progress, then kill it mid-flight and let
 	// two other engines finish.
-	eventually(t, time.Minute, "the child engine at work", func() bool {
+	eventually(t, testTimeout, "the child engine at work", func() bool {
 		return w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'execution' AND public_key = $1`, childKey) >= 50
 	})
 	startEngine(t, w.url, engine.Config{})
@@ -150,5 +153,5 @@ func TestKilledEngine(t *testing.T) {
 	_ = child.Wait()
 	byChild := w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'execution' AND public_key = $1`, childKey)
 	require.Less(t, byChild, 1000, "killed mid-flight")
-	w.checkExactlyOnce(t, ids, 3*time.Minute)
+	w.checkExactlyOnce(t, ids, testTimeout)
 }

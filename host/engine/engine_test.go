@@ -26,13 +26,31 @@ import (
 
 var testPG *ledgertest.Server
 
+// cacheDir is the wazero compilation cache the tests' engines share (the
+// child processes too): the QuickJS guest compiles once per test binary,
+// not once per engine, which on a loaded machine under -race takes
+// seconds each.
+var cacheDir string
+
 func TestMain(m *testing.M) {
 	if url := os.Getenv(childEnv); url != "" {
 		// The SIGKILL test's engine process (see TestKilledEngine).
+		cacheDir = os.Getenv(childCacheEnv)
 		os.Exit(runChild(url))
 	}
-	os.Exit(ledgertest.Main(m, "engine", &testPG))
+	dir, err := os.MkdirTemp("", "engine-cache-")
+	if err != nil {
+		panic(err)
+	}
+	cacheDir = dir
+	code := ledgertest.Main(m, "engine", &testPG)
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
 }
+
+// testTimeout bounds the tests' waits: generous, for a loaded machine
+// running everything under -race.
+const testTimeout = 3 * time.Minute
 
 var operator = ledger.User("logline", "operator")
 
@@ -97,7 +115,7 @@ func startEngine(t testing.TB, url string, cfg engine.Config) (stop func()) {
 	require.NoError(t, err)
 	l, err := ledger.Open(ctx, url, ledger.WithKey(node))
 	require.NoError(t, err)
-	rt, err := sandbox.New(ctx, sandbox.Config{})
+	rt, err := sandbox.New(ctx, sandbox.Config{CompilationCacheDir: cacheDir})
 	require.NoError(t, err)
 	ext, err := extism.New(ctx, extism.Config{})
 	require.NoError(t, err)
@@ -117,8 +135,8 @@ func startEngine(t testing.TB, url string, cfg engine.Config) (stop func()) {
 			select {
 			case err := <-done:
 				require.NoError(t, err)
-			case <-time.After(30 * time.Second):
-				t.Error("the engine did not stop within 30s")
+			case <-time.After(testTimeout):
+				t.Errorf("the engine did not stop within %s", testTimeout)
 			}
 			_ = rt.Close(context.Background())
 			_ = ext.Close(context.Background())
@@ -218,7 +236,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// Scheduled → exactly one request → one signed execution with output.
 	fn := w.append(t, alice, jsFunction(`return { sum: input.a + input.b }`, "scheduled", map[string]int{"a": 1, "b": 2}))[0]
-	ex := w.execution(t, fn.ID, 30*time.Second)
+	ex := w.execution(t, fn.ID, testTimeout)
 	require.Equal(t, "complete", ex.Status, string(ex.Error))
 	require.JSONEq(t, `{"sum":3}`, string(ex.Output))
 	require.Equal(t, "acme", ex.TenantID)
@@ -237,20 +255,20 @@ func TestEndToEnd(t *testing.T) {
 	// A throwing function: an error execution, and the stock error_report
 	// policy opens a report on it.
 	bad := w.append(t, alice, jsFunction(`throw new Error("boom: no such thing")`, "scheduled", nil))[0]
-	ex = w.execution(t, bad.ID, 30*time.Second)
+	ex = w.execution(t, bad.ID, testTimeout)
 	require.Equal(t, "error", ex.Status)
 	var e struct{ Code, Message string }
 	require.NoError(t, json.Unmarshal(ex.Error, &e))
 	require.Equal(t, "guest_error", e.Code)
 	require.Contains(t, e.Message, "boom: no such thing")
-	eventually(t, 30*time.Second, "an error_report", func() bool { return len(w.spans(t, "error_report", ex.ID)) == 1 })
+	eventually(t, testTimeout, "an error_report", func() bool { return len(w.spans(t, "error_report", ex.ID)) == 1 })
 
 	// A slow one (over the manifest's 10 ms, with fuel of its own asked in
 	// its span): status_patch slow.
 	slowFn := jsFunction(`for (var i = 0; i < 60000; i++) {} return i`, "scheduled", nil)
 	slowFn.Metadata = json.RawMessage(`{"limits":{"fuel":150000000}}`)
 	slow := w.append(t, alice, slowFn)[0]
-	ex = w.execution(t, slow.ID, 30*time.Second)
+	ex = w.execution(t, slow.ID, testTimeout)
 	require.Equal(t, "complete", ex.Status, string(ex.Error))
 	require.Greater(t, *ex.DurationMs, int32(10))
 	patches := w.spans(t, "status_patch", ex.ID)
@@ -258,7 +276,7 @@ func TestEndToEnd(t *testing.T) {
 	require.Equal(t, "slow", meta(t, patches[0])["status"])
 
 	// Stock policies saw the executions.
-	eventually(t, 30*time.Second, "duration metrics", func() bool {
+	eventually(t, testTimeout, "duration metrics", func() bool {
 		return w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'metric' AND "this" = 'exec.duration_ms' AND tenant_id = 'acme'`) >= 3
 	})
 }
@@ -276,7 +294,7 @@ func TestQuota(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		fns = append(fns, w.append(t, alice, jsFunction(fmt.Sprintf(`return %d`, i), "scheduled", nil))[0])
 	}
-	eventually(t, 30*time.Second, "4 requests closed", func() bool {
+	eventually(t, testTimeout, "4 requests closed", func() bool {
 		return w.count(t, `SELECT count(*) FROM ledger.heads WHERE entity_type = 'request' AND status <> 'scheduled'`) == 4
 	})
 	require.Equal(t, 3, w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'execution'`))
@@ -286,7 +304,7 @@ func TestQuota(t *testing.T) {
 	require.NoError(t, json.Unmarshal(v[0].Error, &e))
 	require.Equal(t, "quota_exceeded", e.Code)
 	// The stock throttle policy labels the function.
-	eventually(t, 30*time.Second, "a throttled label", func() bool { return len(w.spans(t, "status_patch", v[0].ParentID)) > 0 })
+	eventually(t, testTimeout, "a throttled label", func() bool { return len(w.spans(t, "status_patch", v[0].ParentID)) > 0 })
 
 	// A force override signed by the manifest's override key runs anyway.
 	forced := jsFunction(`return "forced"`, "scheduled", nil)
@@ -294,7 +312,7 @@ func TestQuota(t *testing.T) {
 	require.NoError(t, ledger.Fill(alice, &forced, span.FormatTime(time.Now())))
 	require.NoError(t, override.Seal(&forced))
 	f := w.append(t, alice, forced)[0]
-	ex := w.execution(t, f.ID, 30*time.Second)
+	ex := w.execution(t, f.ID, testTimeout)
 	require.Equal(t, "complete", ex.Status, string(ex.Error))
 	require.JSONEq(t, `"forced"`, string(ex.Output))
 	require.Equal(t, true, meta(t, ex)["forced"])
@@ -303,7 +321,7 @@ func TestQuota(t *testing.T) {
 	fake := jsFunction(`return "sneaky"`, "scheduled", nil)
 	fake.Metadata = json.RawMessage(`{"force":true}`)
 	f2 := w.append(t, alice, fake)[0]
-	eventually(t, 30*time.Second, "the fake override blocked", func() bool { return len(w.spans(t, "policy_violation", f2.ID)) == 1 })
+	eventually(t, testTimeout, "the fake override blocked", func() bool { return len(w.spans(t, "policy_violation", f2.ID)) == 1 })
 	require.Empty(t, w.spans(t, "execution", f2.ID))
 }
 
@@ -316,8 +334,8 @@ func TestTenantsStayApart(t *testing.T) {
 	bob := ledger.User("globex", "bob")
 	fa := w.append(t, alice, jsFunction(`return "acme"`, "scheduled", nil))[0]
 	fb := w.append(t, bob, jsFunction(`return "globex"`, "scheduled", nil))[0]
-	ea := w.execution(t, fa.ID, 30*time.Second)
-	eb := w.execution(t, fb.ID, 30*time.Second)
+	ea := w.execution(t, fa.ID, testTimeout)
+	eb := w.execution(t, fb.ID, testTimeout)
 	require.Equal(t, "acme", ea.TenantID)
 	require.Equal(t, "globex", eb.TenantID)
 	_, err := w.l.Latest(context.Background(), bob, ea.ID)
@@ -353,14 +371,14 @@ func TestPolicies(t *testing.T) {
 	}
 	n1, bad, n2 := note("one"), note("bad"), note("two")
 
-	eventually(t, time.Minute, "two verdicts", func() bool { return len(w.spans(t, "verdict", "")) == 2 })
+	eventually(t, testTimeout, "two verdicts", func() bool { return len(w.spans(t, "verdict", "")) == 2 })
 	var judged []string
 	for _, v := range w.spans(t, "verdict", "") {
 		judged = append(judged, meta(t, v)["note"].(string))
 	}
 	require.ElementsMatch(t, []string{n1.ID, n2.ID}, judged)
 	// run_code actions became requests, then executions.
-	eventually(t, time.Minute, "two executions", func() bool { return len(w.spans(t, "execution", target.ID)) == 2 })
+	eventually(t, testTimeout, "two executions", func() bool { return len(w.spans(t, "execution", target.ID)) == 2 })
 	var outs []string
 	for _, ex := range w.spans(t, "execution", target.ID) {
 		outs = append(outs, string(ex.Output))
@@ -375,7 +393,7 @@ func TestPolicies(t *testing.T) {
 
 	// The spinning policy: policy_errors (fuel) naming every note, so its
 	// cursor moved on without skipping anything silently.
-	eventually(t, time.Minute, "the spinning policy's errors", func() bool {
+	eventually(t, testTimeout, "the spinning policy's errors", func() bool {
 		named := map[string]bool{}
 		for _, e := range w.spans(t, "policy_error", spin.ID) {
 			var m struct{ Spans []string }
@@ -395,7 +413,7 @@ func TestBootRunCode(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
 	ctx := context.Background()
-	rt, err := sandbox.New(ctx, sandbox.Config{})
+	rt, err := sandbox.New(ctx, sandbox.Config{CompilationCacheDir: cacheDir})
 	require.NoError(t, err)
 	defer rt.Close(ctx)
 	h := stage0.New(w.l, rt, nil)
@@ -431,13 +449,13 @@ func TestTTLReaper(t *testing.T) {
 		return w.append(t, alice, s)[0]
 	}
 	old, fresh := block(10), block(1)
-	eventually(t, time.Minute, "the old block expired", func() bool { return len(w.spans(t, "status_patch", old.ID)) == 1 })
+	eventually(t, testTimeout, "the old block expired", func() bool { return len(w.spans(t, "status_patch", old.ID)) == 1 })
 	p := w.spans(t, "status_patch", old.ID)[0]
 	require.Equal(t, "status=archived", p.This)
 	require.Equal(t, "acme", p.TenantID)
 	require.Equal(t, "alice", p.OwnerID, "a stock policy's span belongs to the owner of the span it judged")
 	// The fresh block was judged in the same pass and left alone.
-	eventually(t, time.Minute, "a policy cursor past the fresh block", func() bool {
+	eventually(t, testTimeout, "a policy cursor past the fresh block", func() bool {
 		return w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'policy_cursor' AND tenant_id = 'acme'`) > 0
 	})
 	require.Empty(t, w.spans(t, "status_patch", fresh.ID))

@@ -136,7 +136,11 @@ func (rs *runState) deny(why string) {
 // to a code (0 when it succeeded).
 func (rs *runState) capCall(fn string, call func(context.Context) error) int32 {
 	deadline := time.Now().Add(rs.lim.HostCallTimeout)
-	if rs.deadline.Before(deadline) {
+	if rs.deadline.Before(deadline) || fn == abi.FnExec {
+		// exec runs code under limits of its own (fuel, its own wall
+		// clock): only the caller's wall clock bounds it, not the
+		// deadline of a host call, which an array of cold runs on a
+		// loaded machine can pass without anything being wrong.
 		deadline = rs.deadline
 	}
 	ctx, cancel := context.WithDeadline(rs.ctx, deadline)

@@ -26,8 +26,9 @@ type Limits struct {
 	// returns abi.ErrLimit.
 	Spans int
 	// HostCallTimeout is the deadline of each capability call (sql,
-	// insert_span, lock, unlock, exec, http); past it the guest gets
-	// abi.ErrTimeout.
+	// insert_span, lock, unlock, http); past it the guest gets
+	// abi.ErrTimeout. exec is bounded by the run's Wall instead: the code
+	// it runs has limits of its own.
 	HostCallTimeout time.Duration
 	// Wall is the last-resort wall clock of the run, instantiation
 	// included; past it the run ends with timeout. Fuel, not Wall, is what
