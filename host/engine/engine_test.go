@@ -297,7 +297,7 @@ func TestQuota(t *testing.T) {
 	eventually(t, testTimeout, "4 requests closed", func() bool {
 		return w.count(t, `SELECT count(*) FROM ledger.heads WHERE entity_type = 'request' AND status <> 'scheduled'`) == 4
 	})
-	require.Equal(t, 3, w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'execution'`))
+	require.Equal(t, 3, w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE entity_type = 'execution' AND who = 'edge:run_code'`))
 	v := w.spans(t, "policy_violation", "")
 	require.Len(t, v, 1, "the 4th execution of the day is blocked")
 	var e struct{ Code string }
