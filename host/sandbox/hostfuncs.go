@@ -288,7 +288,7 @@ func hostInsertSpan(ctx context.Context, _ api.Module, stack []uint64) {
 	}
 	// One span, or an array of spans appended together.
 	n := 1
-	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+	if IsJSONArray(body) {
 		var items []json.RawMessage
 		_ = json.Unmarshal(body, &items)
 		if n = len(items); n == 0 {
@@ -389,6 +389,13 @@ func jsonCapability[Req, Resp any](fn string, call func(*runState, context.Conte
 	}
 }
 
+// IsJSONArray reports whether valid JSON b is an array: insert_span and
+// exec take one request or an array of them.
+func IsJSONArray(b []byte) bool {
+	t := bytes.TrimLeft(b, " \t\r\n")
+	return len(t) > 0 && t[0] == '['
+}
+
 // MaxExecBatch bounds the requests of one exec call given an array.
 const MaxExecBatch = 256
 
@@ -401,7 +408,7 @@ type execRequests struct {
 }
 
 func (e *execRequests) UnmarshalJSON(b []byte) error {
-	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+	if IsJSONArray(b) {
 		e.array = true
 		if err := json.Unmarshal(b, &e.list); err != nil {
 			return err

@@ -99,7 +99,7 @@ func (c *kernelCaps) SQL(ctx context.Context, req abi.SQLRequest) ([]byte, error
 func (c *kernelCaps) InsertSpan(ctx context.Context, raw []byte) ([]byte, error) {
 	items := []json.RawMessage{raw}
 	array := false
-	if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+	if sandbox.IsJSONArray(raw) {
 		array = true
 		if err := json.Unmarshal(raw, &items); err != nil {
 			return nil, callErr(abi.ErrInvalid, "insert_span: %v", err)
