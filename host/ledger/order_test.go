@@ -17,7 +17,9 @@ import (
 // decimal form gains a digit (999 -> 1000): sorting them as text once put
 // "1000" before "999", and a forward listing skipped rows at the boundary.
 func TestListingOrderAcrossXidDigits(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the package's other tests would use up transaction
+	// ids between the burn below and the appends, and the appends could
+	// all land past the boundary.
 	b := setup(t)
 	ctx := context.Background()
 	p := ledger.User("A", "alice")
