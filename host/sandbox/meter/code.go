@@ -11,6 +11,7 @@ const (
 	insSpill             // store the counter to the global
 	insBulkMemory        // run-time length charge (bytes >> memoryShift)
 	insBulkTable         // run-time length charge (elements)
+	insStore             // record the chunk a store writes (TrackWrites)
 )
 
 // insertion is metering code to insert before body[pos].
@@ -19,6 +20,8 @@ type insertion struct {
 	kind    uint8
 	checked bool // trap right away if the charge overdraws the counter
 	cost    uint64
+	store   byte   // insStore: the value type stored
+	offset  uint64 // insStore: the memarg offset
 }
 
 type frameKind uint8
@@ -39,7 +42,7 @@ type frame struct {
 
 // rewriteCode instruments every function body of the code section and
 // returns the new section contents.
-func (m *module) rewriteCode(s section, opts *Options, fuelIdx uint32) ([]byte, error) {
+func (m *module) rewriteCode(s section, opts *Options, fuelIdx, refuelFunc uint32) ([]byte, error) {
 	r := &reader{b: s.content, base: s.start}
 	n, err := r.u32()
 	if err != nil {
@@ -50,7 +53,8 @@ func (m *module) rewriteCode(s section, opts *Options, fuelIdx uint32) ([]byte, 
 	}
 	out := make([]byte, 0, len(s.content)+len(s.content)/2+16)
 	out = appendULEB(out, uint64(n))
-	fi := &funcInstrumenter{m: m, cost: opts.Cost, checkAll: opts.CheckEveryBlock, fuelGlobal: fuelIdx}
+	fi := &funcInstrumenter{m: m, cost: opts.Cost, checkAll: opts.CheckEveryBlock, fuelGlobal: fuelIdx, refuel: opts.Refuel, refuelFunc: refuelFunc,
+		track: opts.TrackWrites, shift: opts.WriteShift, dirtyGlobal: fuelIdx + 1}
 	for i := uint32(0); i < n; i++ {
 		size, err := r.u32()
 		if err != nil {
@@ -85,12 +89,23 @@ type funcInstrumenter struct {
 	cost       func(Opcode) uint32
 	checkAll   bool
 	fuelGlobal uint32
+	refuel     bool   // call refuelFunc instead of trapping
+	refuelFunc uint32 // index of the imported refuel function
 	funcIdx    uint64
 	params     uint32
+	// TrackWrites.
+	track       bool
+	shift       uint8
+	dirtyGlobal uint32
 
 	// Per function.
 	fuelLocal    uint32 // local caching the counter
 	scratchLocal uint32 // i32 local holding a bulk operation's length
+	// TrackWrites: the local collecting the function's dirty bits, one
+	// holding the address written, and one per value type stored (the
+	// i32 and i64 ones also serve bulk operations).
+	dirtyLocal, addrLocal uint32
+	tmpLocal              map[byte]uint32
 	ins          []insertion
 	frames       []frame
 	labels       []uint32
@@ -144,6 +159,7 @@ func (f *funcInstrumenter) instrument(body []byte, base int) ([]byte, error) {
 		}
 	}
 	numGlobals := f.m.numGlobals()
+	writes := map[byte]bool{} // TrackWrites: value types of the temporaries needed
 
 	for len(f.frames) > 0 {
 		start := r.pos
@@ -228,7 +244,15 @@ func (f *funcInstrumenter) instrument(body []byte, base int) ([]byte, error) {
 		case flowReturn, flowUnreachable:
 			spill(start)
 			cur = -1
+		case flowPlain:
+			if in.store != 0 && f.track && cur >= 0 {
+				f.ins = append(f.ins, insertion{pos: uint32(start), kind: insStore, store: in.store, offset: in.offset})
+				writes[in.store] = true
+			}
 		case flowBulkMemory, flowBulkTable:
+			if in.flow == flowBulkMemory && f.track && cur >= 0 {
+				writes[ValI32], writes[ValI64] = true, true
+			}
 			if cur >= 0 {
 				kind := uint8(insBulkMemory)
 				if in.flow == flowBulkTable {
@@ -257,8 +281,28 @@ func (f *funcInstrumenter) instrument(body []byte, base int) ([]byte, error) {
 
 	// Emit: the locals plus the new ones, then the original expression with
 	// the metering code spliced in.
+	var extra []byte // groups of new locals after the counter and the scratch
+	nExtra := uint64(0)
+	if len(writes) > 0 {
+		next := f.scratchLocal
+		if usesScratch {
+			next++
+		}
+		f.dirtyLocal, f.addrLocal = next, next+1
+		extra = append(extra, 0x01, ValI64, 0x01, ValI32)
+		next += 2
+		f.tmpLocal = map[byte]uint32{}
+		for _, t := range []byte{ValI32, ValI64, ValF32, ValF64, ValV128} {
+			if writes[t] {
+				f.tmpLocal[t] = next
+				next++
+				extra = append(extra, 0x01, t)
+			}
+		}
+		nExtra = uint64(len(extra) / 2)
+	}
 	out := f.buf[:0]
-	newGroups := uint64(groups) + 1
+	newGroups := uint64(groups) + 1 + nExtra
 	if usesScratch {
 		newGroups++
 	}
@@ -268,6 +312,7 @@ func (f *funcInstrumenter) instrument(body []byte, base int) ([]byte, error) {
 	if usesScratch {
 		out = append(out, 0x01, 0x7f) // 1 x i32: the scratch
 	}
+	out = append(out, extra...)
 	last := uint32(localsEnd)
 	for _, in := range f.ins {
 		if in.kind == insCharge && in.cost == 0 {
@@ -290,8 +335,16 @@ func (f *funcInstrumenter) instrument(body []byte, base int) ([]byte, error) {
 			out = f.appendCharge(out, in.cost, true)
 		case insSpill:
 			out = f.appendSpill(out)
+			if len(writes) > 0 {
+				out = f.appendDirtySpill(out)
+			}
 		case insBulkMemory, insBulkTable:
+			if in.kind == insBulkMemory && len(writes) > 0 {
+				out = f.appendRangeMark(out)
+			}
 			out = f.appendLengthCharge(out, in.kind == insBulkMemory)
+		case insStore:
+			out = f.appendStoreMark(out, in.store, in.offset)
 		}
 	}
 	out = append(out, body[last:]...)
@@ -348,12 +401,25 @@ func (f *funcInstrumenter) appendCharge(out []byte, cost uint64, checked bool) [
 //
 //	local.tee $fuel; i64.const 0; i64.lt_s
 //	if; local.get $fuel; global.set $fuel; unreachable; end
+//
+// With Options.Refuel it calls the host instead of trapping, and reloads
+// the counter the host refilled:
+//
+//	if; local.get $fuel; global.set $fuel; call $refuel
+//	    global.get $fuel; local.set $fuel; end
 func (f *funcInstrumenter) appendCheck(out []byte) []byte {
 	out = append(out, 0x22) // local.tee
 	out = appendULEB(out, uint64(f.fuelLocal))
 	out = append(out, 0x42, 0x00, 0x53, 0x04, 0x40) // i64.const 0; i64.lt_s; if
 	out = f.appendSpill(out)
-	return append(out, 0x00, 0x0b) // unreachable; end
+	if !f.refuel {
+		return append(out, 0x00, 0x0b) // unreachable; end
+	}
+	out = append(out, 0x10) // call
+	out = appendULEB(out, uint64(f.refuelFunc))
+	out = f.appendGlobalGet(out)
+	out = f.appendLocalSet(out)
+	return append(out, 0x0b) // end
 }
 
 // appendLengthCharge appends the run-time charge of a bulk operation whose
@@ -372,4 +438,93 @@ func (f *funcInstrumenter) appendLengthCharge(out []byte, memory bool) []byte {
 	out = f.appendCheck(out)
 	out = append(out, 0x20) // local.get $scratch (pushes the length back)
 	return appendULEB(out, uint64(f.scratchLocal))
+}
+
+func appendLocal(out []byte, op byte, idx uint32) []byte {
+	return appendULEB(append(out, op), uint64(idx))
+}
+
+// appendDirtySpill merges the function's dirty bits into the global:
+//
+//	global.get $dirty; local.get $dirty; i64.or; global.set $dirty
+func (f *funcInstrumenter) appendDirtySpill(out []byte) []byte {
+	out = appendULEB(append(out, 0x23), uint64(f.dirtyGlobal))
+	out = appendLocal(out, 0x20, f.dirtyLocal)
+	out = append(out, 0x84) // i64.or
+	return appendULEB(append(out, 0x24), uint64(f.dirtyGlobal))
+}
+
+// appendChunk pushes the chunk index of $addr + offset as an i64.
+func (f *funcInstrumenter) appendChunk(out []byte, offset uint64) []byte {
+	out = appendLocal(out, 0x20, f.addrLocal)
+	out = append(out, 0xad) // i64.extend_i32_u
+	if offset != 0 {
+		out = append(out, 0x42) // i64.const offset; i64.add
+		out = appendSLEB(out, int64(offset))
+		out = append(out, 0x7c)
+	}
+	return append(out, 0x42, f.shift, 0x88) // i64.const shift; i64.shr_u
+}
+
+// appendStoreMark records the chunk of a store whose address and value are
+// on the stack, leaving them there: the value goes to a temporary, the
+// address to $addr, and the bits of the chunk and the next (an access of
+// up to 16 bytes may cross into it) are or-ed into $dirty:
+//
+//	local.set $tmp; local.tee $addr; local.get $tmp
+//	local.get $dirty; i64.const 3; <chunk>; i64.rotl; i64.or; local.set $dirty
+func (f *funcInstrumenter) appendStoreMark(out []byte, t byte, offset uint64) []byte {
+	tmp := f.tmpLocal[t]
+	out = appendLocal(out, 0x21, tmp)
+	out = appendLocal(out, 0x22, f.addrLocal)
+	out = appendLocal(out, 0x20, tmp)
+	out = appendLocal(out, 0x20, f.dirtyLocal)
+	out = append(out, 0x42, 0x03)
+	out = f.appendChunk(out, offset)
+	out = append(out, 0x89, 0x84) // i64.rotl; i64.or
+	return appendLocal(out, 0x21, f.dirtyLocal)
+}
+
+// appendRangeMark records the chunks [d, d+n) of a memory.fill, copy or
+// init, whose operands d, x, n are on the stack, leaving them there:
+//
+//	local.set $scratch; local.set $tmp32; local.tee $addr
+//	local.get $tmp32; local.get $scratch
+//	local.get $dirty
+//	;; k = last chunk - first chunk = ((d+n-1) >> shift) - (d >> shift)
+//	local.get $addr; i64.extend_i32_u; local.get $scratch; i64.extend_i32_u
+//	i64.add; i64.const 1; i64.sub; i64.const shift; i64.shr_u
+//	<chunk of d>; i64.sub; local.tee $tmp64
+//	i64.const 63; i64.ge_u
+//	if (result i64) i64.const -1                  ;; 64 chunks or more
+//	else i64.const 2; local.get $tmp64; i64.shl; i64.const 1; i64.sub
+//	     <chunk of d>; i64.rotl                   ;; k+1 bits from d's
+//	end
+//	i64.or; local.set $dirty
+//
+// An empty range (n = 0) may set bits, up to all of them.
+func (f *funcInstrumenter) appendRangeMark(out []byte) []byte {
+	t32, t64 := f.tmpLocal[ValI32], f.tmpLocal[ValI64]
+	out = appendLocal(out, 0x21, f.scratchLocal)
+	out = appendLocal(out, 0x21, t32)
+	out = appendLocal(out, 0x22, f.addrLocal)
+	out = appendLocal(out, 0x20, t32)
+	out = appendLocal(out, 0x20, f.scratchLocal)
+	out = appendLocal(out, 0x20, f.dirtyLocal)
+	out = appendLocal(out, 0x20, f.addrLocal)
+	out = append(out, 0xad)
+	out = appendLocal(out, 0x20, f.scratchLocal)
+	out = append(out, 0xad, 0x7c, 0x42, 0x01, 0x7d, 0x42, f.shift, 0x88)
+	out = f.appendChunk(out, 0)
+	out = append(out, 0x7d) // i64.sub
+	out = appendLocal(out, 0x22, t64)
+	out = append(out, 0x42, 63, 0x5a) // i64.const 63; i64.ge_u
+	out = append(out, 0x04, 0x7e, 0x42, 0x7f, 0x05) // if (result i64) i64.const -1 else
+	out = append(out, 0x42, 0x02)
+	out = appendLocal(out, 0x20, t64)
+	out = append(out, 0x86, 0x42, 0x01, 0x7d) // i64.shl; i64.const 1; i64.sub
+	out = f.appendChunk(out, 0)
+	out = append(out, 0x89, 0x0b) // i64.rotl; end
+	out = append(out, 0x84)       // i64.or
+	return appendLocal(out, 0x21, f.dirtyLocal)
 }

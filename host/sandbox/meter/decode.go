@@ -33,6 +33,14 @@ type instr struct {
 	call, direct bool
 	// grow is set for memory.grow.
 	grow bool
+	// store is the value type a store instruction writes to memory (0
+	// for other instructions), offset its memarg offset.
+	store  byte
+	offset uint64
+	// typeRef is one more than the largest type index the instruction
+	// names (block types, call_indirect, call_ref, ref.null, select's
+	// types), 0 if it names none.
+	typeRef uint64
 }
 
 // String formats an opcode as in error messages: 0x6a, 0xfc 0x0a.
@@ -57,7 +65,7 @@ func decodeInstr(r *reader, labels *[]uint32) (instr, error) {
 		in.flow = flowUnreachable
 	case c == 0x01: // nop
 	case c == 0x02, c == 0x03, c == 0x04: // block, loop, if
-		err = skipBlockType(r)
+		in.typeRef, err = readBlockType(r)
 		in.flow = [...]flow{flowBlock, flowLoop, flowIf}[c-0x02]
 	case c == 0x05:
 		in.flow = flowElse
@@ -78,26 +86,34 @@ func decodeInstr(r *reader, labels *[]uint32) (instr, error) {
 		in.idx, err = r.u32()
 		in.flow, in.call, in.direct = flowCall, true, true
 	case c == 0x11: // call_indirect typeidx tableidx
-		err = skipU32s(r, 2)
+		in.typeRef, err = readTypeIdx(r)
+		if err == nil {
+			_, err = r.u32()
+		}
 		in.flow, in.call = flowCall, true
 	case c == 0x12: // return_call
 		in.idx, err = r.u32()
 		in.flow, in.call, in.direct = flowReturn, true, true
 	case c == 0x13: // return_call_indirect
-		err = skipU32s(r, 2)
+		in.typeRef, err = readTypeIdx(r)
+		if err == nil {
+			_, err = r.u32()
+		}
 		in.flow, in.call = flowReturn, true
 	case c == 0x14: // call_ref typeidx
-		_, err = r.u32()
+		in.typeRef, err = readTypeIdx(r)
 		in.flow, in.call = flowCall, true
 	case c == 0x15: // return_call_ref typeidx
-		_, err = r.u32()
+		in.typeRef, err = readTypeIdx(r)
 		in.flow, in.call = flowReturn, true
 	case c == 0x1a, c == 0x1b: // drop, select
 	case c == 0x1c: // select t*
 		var n uint32
 		if n, err = r.u32(); err == nil {
 			for i := uint32(0); i < n && err == nil; i++ {
-				err = skipValType(r)
+				var ref uint64
+				ref, err = valTypeRef(r)
+				in.typeRef = max(in.typeRef, ref)
 			}
 		}
 	case c >= 0x20 && c <= 0x22: // local.get/set/tee
@@ -109,7 +125,10 @@ func decodeInstr(r *reader, labels *[]uint32) (instr, error) {
 	case c == 0x25, c == 0x26: // table.get/set
 		_, err = r.u32()
 	case c >= 0x28 && c <= 0x3e: // loads and stores
-		err = skipMemArg(r)
+		in.offset, err = readMemArg(r)
+		if c >= 0x36 {
+			in.store = storeTypes[c-0x36]
+		}
 	case c == 0x3f, c == 0x40: // memory.size, memory.grow memidx
 		_, err = r.u32()
 		in.grow = c == 0x40
@@ -123,7 +142,7 @@ func decodeInstr(r *reader, labels *[]uint32) (instr, error) {
 		_, err = r.bytes(8)
 	case c >= 0x45 && c <= 0xc4: // numeric, sign extension
 	case c == 0xd0: // ref.null heaptype
-		_, err = r.sleb(33)
+		in.typeRef, err = readHeapType(r)
 	case c == 0xd1, c == 0xd3, c == 0xd4: // ref.is_null, ref.eq, ref.as_non_null
 	case c == 0xd2: // ref.func
 		_, err = r.u32()
@@ -205,14 +224,20 @@ func decodeSIMD(r *reader) (instr, error) {
 	in := instr{op: PrefixSIMD | Opcode(sub)}
 	switch {
 	case sub <= 0x0b, sub == 0x5c, sub == 0x5d: // loads, store, load_zero
-		err = skipMemArg(r)
+		in.offset, err = readMemArg(r)
+		if sub == 0x0b { // v128.store
+			in.store = ValV128
+		}
 	case sub == 0x0c, sub == 0x0d: // v128.const, i8x16.shuffle
 		_, err = r.bytes(16)
 	case sub >= 0x15 && sub <= 0x22: // extract/replace lane
 		_, err = r.byte()
 	case sub >= 0x54 && sub <= 0x5b: // load/store lane: memarg laneidx
-		if err = skipMemArg(r); err == nil {
+		if in.offset, err = readMemArg(r); err == nil {
 			_, err = r.byte()
+		}
+		if sub >= 0x58 {
+			in.store = ValV128
 		}
 	case sub <= 0xff && !unassignedSIMD[sub]:
 		// no immediates
@@ -225,14 +250,40 @@ func decodeSIMD(r *reader) (instr, error) {
 
 // skipBlockType skips a block type: 0x40, a value type, or an s33 type index.
 func skipBlockType(r *reader) error {
+	_, err := readBlockType(r)
+	return err
+}
+
+// readBlockType reads a block type and returns one more than the type index
+// it names, or 0.
+func readBlockType(r *reader) (uint64, error) {
 	v, err := r.sleb(33)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if v == -0x1d || v == -0x1c { // 0x63, 0x64: typed reference + heap type
-		_, err = r.sleb(33)
+		return readHeapType(r)
 	}
-	return err
+	if v >= 0 {
+		return uint64(v) + 1, nil
+	}
+	return 0, nil
+}
+
+// readHeapType reads a heap type (s33: an abstract type if negative) and
+// returns one more than the type index it names, or 0.
+func readHeapType(r *reader) (uint64, error) {
+	v, err := r.sleb(33)
+	if err != nil || v < 0 {
+		return 0, err
+	}
+	return uint64(v) + 1, nil
+}
+
+// readTypeIdx reads a type index and returns it plus one.
+func readTypeIdx(r *reader) (uint64, error) {
+	v, err := r.u32()
+	return uint64(v) + 1, err
 }
 
 func readLabel(r *reader, labels *[]uint32) error {
@@ -265,18 +316,21 @@ func skipU32s(r *reader, n int) error {
 	return nil
 }
 
-// skipMemArg skips align (with the multi-memory flag bit 6 selecting an
-// explicit memory index) and offset.
-func skipMemArg(r *reader) error {
+// storeTypes are the value types of the stores 0x36 (i32.store) to 0x3e
+// (i64.store32).
+var storeTypes = [...]byte{ValI32, ValI64, ValF32, ValF64, ValI32, ValI32, ValI64, ValI64, ValI64}
+
+// readMemArg reads align (with the multi-memory flag bit 6 selecting an
+// explicit memory index) and returns the offset.
+func readMemArg(r *reader) (uint64, error) {
 	align, err := r.u32()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if align&0x40 != 0 {
 		if _, err := r.u32(); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	_, err = r.uleb(64)
-	return err
+	return r.uleb(64)
 }

@@ -39,18 +39,20 @@ func FuzzInstrument(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, wasm []byte) {
 		in := append([]byte(nil), wasm...)
-		out, err := Instrument(wasm, Options{})
-		if string(in) != string(wasm) {
-			t.Fatal("Instrument modified its input")
-		}
-		if err != nil {
-			return
-		}
-		if compiles(wasm) != nil {
-			return
-		}
-		if err := compiles(out); err != nil {
-			t.Fatalf("instrumented module does not compile: %v", err)
+		for _, refuel := range []bool{false, true} {
+			out, err := Instrument(wasm, Options{Refuel: refuel, TrackWrites: refuel})
+			if string(in) != string(wasm) {
+				t.Fatal("Instrument modified its input")
+			}
+			if err != nil {
+				continue
+			}
+			if compiles(wasm) != nil {
+				return
+			}
+			if err := compiles(out); err != nil {
+				t.Fatalf("instrumented module (refuel %v) does not compile: %v", refuel, err)
+			}
 		}
 	})
 }
@@ -80,10 +82,12 @@ func TestAcceptsWhatCompiles(t *testing.T) {
 		if m == nil || compiles(m) != nil {
 			continue
 		}
-		_, err := Instrument(m, Options{})
-		if errors.Is(err, ErrExportConflict) {
-			continue
+		for _, refuel := range []bool{false, true} {
+			_, err := Instrument(m, Options{Refuel: refuel, TrackWrites: refuel})
+			if errors.Is(err, ErrExportConflict) {
+				continue
+			}
+			require.NoError(t, err, "seed %d, refuel %v", i, refuel)
 		}
-		require.NoError(t, err, "seed %d", i)
 	}
 }

@@ -139,6 +139,10 @@ import (
 // ExportName is the export under which the fuel counter global is exposed.
 const ExportName = "logline_fuel"
 
+// DirtyExportName is the export of the i64 global in which Options.TrackWrites
+// records the chunks of linear memory a run may have written.
+const DirtyExportName = "logline_dirty"
+
 // DefaultLimit is the default fuel limit of one run (the same order as
 // Shopify Functions' instruction limit).
 const DefaultLimit int64 = 11_000_000
@@ -241,6 +245,43 @@ type Options struct {
 	// (about 10% of run time). Either way the fuel used by a run that does
 	// not trap is the same, and so is whether it exceeds the limit.
 	CheckEveryBlock bool
+
+	// Refuel makes a check that finds the counter overdrawn call the
+	// imported host function RefuelModule.RefuelName, of type () -> (),
+	// instead of trapping, and reload the counter from the global
+	// afterwards. The host can then hand the fuel out in slices: the call
+	// is where it regains control from a computing guest (a point where
+	// the Go runtime can stop the goroutine for a garbage collection, and
+	// where the host can look at a wall clock), and it ends the run there
+	// (by failing the call) when no fuel is left. The fuel used by a run
+	// and whether it runs out are as without Refuel: the host counts
+	// what it handed out.
+	//
+	// The import is appended to the module's imports, so every function
+	// the module defines moves up one index; Instrument renumbers calls,
+	// ref.func, exports, the start function, element segments and the
+	// `name` section. Offsets in Instrument's errors are then offsets in
+	// the module with the import added. A module that already imports
+	// the function is refused with ErrReservedImport.
+	Refuel bool
+
+	// TrackWrites makes the guest record where it writes its linear
+	// memory, so that a host restoring memory to a snapshot after a run
+	// need only copy what may have changed. A new mutable i64 global,
+	// exported as DirtyExportName, gets bit (a >> WriteShift) mod 64 set
+	// for every address a that a store, memory.fill, memory.copy or
+	// memory.init writes (a store may also set the bit of the chunk after
+	// its own, and an empty fill or copy may set bits). So after a run
+	// that started with the global at 0 and returned normally, a chunk
+	// of 2^WriteShift bytes can differ from before only if the bit of its
+	// index mod 64 is set. Each function keeps its bits in a local and
+	// merges them into the global when it returns; a run that traps
+	// leaves the global incomplete. Neither what the host writes into
+	// guest memory nor memory.grow is recorded.
+	TrackWrites bool
+	// WriteShift is log2 of the chunk size for TrackWrites, from 12 (4
+	// KiB) to 32; 0 means 12.
+	WriteShift uint8
 }
 
 // Exhausted reports whether a fuel counter value read after a run means the
@@ -261,7 +302,20 @@ func Instrument(wasm []byte, opts Options) ([]byte, error) {
 	if opts.Limit < 0 {
 		return nil, fmt.Errorf("meter: negative fuel limit %d", opts.Limit)
 	}
-	return instrumentModule(wasm, &opts)
+	if opts.WriteShift == 0 {
+		opts.WriteShift = 12
+	}
+	if opts.WriteShift < 12 || opts.WriteShift > 32 {
+		return nil, fmt.Errorf("meter: WriteShift %d out of range [12, 32]", opts.WriteShift)
+	}
+	refuelFunc := uint32(0)
+	if opts.Refuel {
+		var err error
+		if wasm, refuelFunc, err = addRefuelImport(wasm); err != nil {
+			return nil, err
+		}
+	}
+	return instrumentModule(wasm, &opts, refuelFunc)
 }
 
 // maxBlockCost caps the charge of one metered block. With function bodies

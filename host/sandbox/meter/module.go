@@ -81,7 +81,7 @@ func (m *module) numGlobals() uint64 {
 	return uint64(m.importedGlobals) + uint64(m.definedGlobals)
 }
 
-func instrumentModule(wasm []byte, opts *Options) ([]byte, error) {
+func instrumentModule(wasm []byte, opts *Options, refuelFunc uint32) ([]byte, error) {
 	sections, err := splitSections(wasm)
 	if err != nil {
 		return nil, err
@@ -100,7 +100,7 @@ func instrumentModule(wasm []byte, opts *Options) ([]byte, error) {
 		case secGlobal:
 			err = m.parseGlobals(s)
 		case secExport:
-			m.exportCount, m.exports, err = m.checkExports(s)
+			m.exportCount, m.exports, err = m.checkExports(s, opts.TrackWrites)
 		case secTag:
 			return nil, fmt.Errorf("%w: exception handling (tag section at offset %d)", ErrUnsupported, s.start)
 		case secCustom:
@@ -113,7 +113,7 @@ func instrumentModule(wasm []byte, opts *Options) ([]byte, error) {
 		}
 	}
 	fuelIdx := m.numGlobals()
-	if fuelIdx >= 0xffffffff {
+	if fuelIdx >= 0xfffffffe {
 		return nil, fmt.Errorf("%w: too many globals", ErrMalformed)
 	}
 
@@ -125,7 +125,7 @@ func instrumentModule(wasm []byte, opts *Options) ([]byte, error) {
 		}
 		hasCode = true
 		var err error
-		if code, err = m.rewriteCode(s, opts, uint32(fuelIdx)); err != nil {
+		if code, err = m.rewriteCode(s, opts, uint32(fuelIdx), refuelFunc); err != nil {
 			return nil, err
 		}
 	}
@@ -133,11 +133,16 @@ func instrumentModule(wasm []byte, opts *Options) ([]byte, error) {
 		return nil, fmt.Errorf("%w: function section declares %d functions but there is no code section", ErrMalformed, len(m.funcTypes))
 	}
 
-	// The fuel global, appended after the existing ones.
+	// The fuel global, appended after the existing ones, and the dirty
+	// global after it.
 	newGlobals := []byte{0x7e, 0x01, 0x42} // mut i64 = i64.const limit
 	newGlobals = appendSLEB(newGlobals, opts.Limit)
 	newGlobals = append(newGlobals, 0x0b)
-	const nNew = 1
+	nNew := 1
+	if opts.TrackWrites {
+		newGlobals = append(newGlobals, 0x7e, 0x01, 0x42, 0x00, 0x0b) // mut i64 = 0
+		nNew++
+	}
 
 	out := make([]byte, 0, len(wasm)+len(wasm)/2+64)
 	out = append(out, wasmHeader...)
@@ -163,16 +168,18 @@ func instrumentModule(wasm []byte, opts *Options) ([]byte, error) {
 		return nil
 	}
 	emitExport := func() error {
-		count := uint64(m.exportCount) + 1
+		count := uint64(m.exportCount) + uint64(nNew)
 		if count > 0xffffffff {
 			return fmt.Errorf("%w: too many exports", ErrMalformed)
 		}
 		content := appendULEB(nil, count)
 		content = append(content, m.exports...)
-		content = appendULEB(content, uint64(len(ExportName)))
-		content = append(content, ExportName...)
-		content = append(content, 0x03) // global
-		content = appendULEB(content, fuelIdx)
+		for i, name := range []string{ExportName, DirtyExportName}[:nNew] {
+			content = appendULEB(content, uint64(len(name)))
+			content = append(content, name...)
+			content = append(content, 0x03) // global
+			content = appendULEB(content, fuelIdx+uint64(i))
+		}
 		out = appendSection(out, secExport, content)
 		wroteExport = true
 		return nil
@@ -391,7 +398,7 @@ func (m *module) parseGlobals(s section) error {
 // checkExports rejects a module that already exports ExportName or that
 // exports a global index the appended globals would make valid. It returns
 // the export count and the section's bytes after the count.
-func (m *module) checkExports(s section) (uint32, []byte, error) {
+func (m *module) checkExports(s section, trackWrites bool) (uint32, []byte, error) {
 	r := &reader{b: s.content, base: s.start}
 	n, err := r.u32()
 	if err != nil {
@@ -403,7 +410,7 @@ func (m *module) checkExports(s section) (uint32, []byte, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		if string(name) == ExportName {
+		if string(name) == ExportName || trackWrites && string(name) == DirtyExportName {
 			return 0, nil, fmt.Errorf("%w (offset %d)", ErrExportConflict, r.off())
 		}
 		kind, err := r.byte()
@@ -427,14 +434,21 @@ func (m *module) checkExports(s section) (uint32, []byte, error) {
 // skipValType skips a value type: one byte, or a typed reference
 // (0x63/0x64) followed by a heap type.
 func skipValType(r *reader) error {
+	_, err := valTypeRef(r)
+	return err
+}
+
+// valTypeRef reads a value type and returns one more than the type index
+// it names (a typed reference to a defined type), or 0.
+func valTypeRef(r *reader) (uint64, error) {
 	c, err := r.byte()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if c == 0x63 || c == 0x64 {
-		_, err = r.sleb(33)
+		return readHeapType(r)
 	}
-	return err
+	return 0, nil
 }
 
 func skipLimits(r *reader) error {

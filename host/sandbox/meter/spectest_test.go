@@ -97,7 +97,15 @@ func TestSpecSuite(t *testing.T) {
 					// scripts alone loop for minutes there.
 					continue
 				}
-				runSpecScript(t, f, spectestModule, &s)
+				// Every other script runs the metered side with
+				// Refuel, which renumbers the functions, and
+				// TrackWrites. Not the typed
+				// function references: wazero, which the sandbox runs
+				// with the 2.0 features only, misses a type mismatch
+				// in a table initializer (table.wast:57) once the module
+				// imports a function.
+				refuel := i%2 == 0 && dir != "typed-function-references"
+				runSpecScript(t, f, spectestModule, &s, refuel)
 			}
 			t.Logf("%s: %d modules (%d valid, %d invalid), %d invocations compared", dir, s.modules, s.valid, s.invalid, s.invocations)
 			if !raceEnabled {
@@ -118,7 +126,7 @@ type specSide struct {
 	unnamedID int
 }
 
-func runSpecScript(t *testing.T, file string, spectestModule []byte, stats *specStats) {
+func runSpecScript(t *testing.T, file string, spectestModule []byte, stats *specStats, refuel bool) {
 	raw, err := os.ReadFile(file)
 	require.NoError(t, err)
 	var script specScript
@@ -133,6 +141,12 @@ func runSpecScript(t *testing.T, file string, spectestModule []byte, stats *spec
 		s := &specSide{r: wazero.NewRuntimeWithConfig(ctx, cfg), metered: metered, named: map[string]api.Module{}}
 		_, err := s.r.InstantiateWithConfig(ctx, spectestModule, wazero.NewModuleConfig().WithName("spectest"))
 		require.NoError(t, err)
+		if metered && refuel {
+			_, err = s.r.NewHostModuleBuilder(RefuelModule).NewFunctionBuilder().
+				WithFunc(func(_ context.Context, m api.Module) { m.ExportedGlobal(ExportName).(api.MutableGlobal).Set(1 << 40) }).
+				Export(RefuelName).Instantiate(ctx)
+			require.NoError(t, err)
+		}
 		return s
 	}
 	orig, inst := newSide(false), newSide(true)
@@ -149,7 +163,7 @@ func runSpecScript(t *testing.T, file string, spectestModule []byte, stats *spec
 			wasm, err := os.ReadFile(filepath.Join(dir, c.Filename))
 			require.NoError(t, err)
 			stats.modules++
-			metered, valid := checkSpecModule(t, where, orig.r, wasm)
+			metered, valid := checkSpecModule(t, where, orig.r, wasm, refuel)
 			if valid {
 				stats.valid++
 			} else {
@@ -203,7 +217,7 @@ func runSpecScript(t *testing.T, file string, spectestModule []byte, stats *spec
 // checkSpecModule instruments one module and checks it against the
 // compiler; it returns the instrumented module and whether the original
 // compiles.
-func checkSpecModule(t *testing.T, where string, r wazero.Runtime, wasm []byte) ([]byte, bool) {
+func checkSpecModule(t *testing.T, where string, r wazero.Runtime, wasm []byte, refuel bool) ([]byte, bool) {
 	ctx := context.Background()
 	compile := func(b []byte) error {
 		cm, err := r.CompileModule(ctx, b)
@@ -213,7 +227,7 @@ func checkSpecModule(t *testing.T, where string, r wazero.Runtime, wasm []byte) 
 		return err
 	}
 	origErr := compile(wasm)
-	out, err := Instrument(wasm, Options{})
+	out, err := Instrument(wasm, Options{Refuel: refuel, TrackWrites: refuel})
 	if origErr == nil {
 		require.NoError(t, err, "%s: Instrument rejects a valid module", where)
 		require.NoError(t, compile(out), "%s: instrumented module does not compile", where)
@@ -382,6 +396,11 @@ func TestWazeroCorpus(t *testing.T) {
 		require.NoError(t, ierr, rel)
 		cm, err = r.CompileModule(ctx, out)
 		require.NoError(t, err, rel)
+		cm.Close(ctx)
+		out, ierr = Instrument(wasm, Options{Refuel: true, TrackWrites: true})
+		require.NoError(t, ierr, rel+" (refuel)")
+		cm, err = r.CompileModule(ctx, out)
+		require.NoError(t, err, rel+" (refuel)")
 		cm.Close(ctx)
 	}
 	t.Logf("%d toolchain modules instrumented and compiled", valid)
