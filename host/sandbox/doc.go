@@ -97,9 +97,12 @@
 // # Deadlines
 //
 // Fuel bounds computation. Limits.Wall is a last resort, for time spent in
-// host calls: wazero's WithCloseOnContextDone stops the guest when the
-// run's context is done, which a watchdog goroutine makes happen at the
-// deadline (within a few milliseconds) or when the embedder's context ends.
-// Each capability call has its own deadline (Limits.HostCallTimeout, capped
-// by the wall deadline).
+// host calls. The guest's fuel counter holds one slice of fuel (about a
+// millisecond of code) at a time; the metering calls the refuel import for
+// the next (meter.Options.Refuel), and there the host checks the wall
+// deadline and the embedder's context, and the Go runtime gets a
+// safepoint, which compiled wasm otherwise never offers. wazero's
+// WithCloseOnContextDone is off: it leaves compiled code for Go at every
+// loop header and starts a goroutine per call. Each capability call has its
+// own deadline (Limits.HostCallTimeout, capped by the wall deadline).
 package sandbox

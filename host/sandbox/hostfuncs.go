@@ -60,7 +60,7 @@ func exportHostFuncs(b wazero.HostModuleBuilder) {
 // state returns the run a host function serves. Every call into a guest
 // carries one; a call without (a bug) traps the guest, never the host.
 func state(ctx context.Context) *runState {
-	if c, ok := ctx.(*wallCtx); ok {
+	if c, ok := ctx.(*runCtx); ok {
 		return c.rs
 	}
 	rs, _ := ctx.Value(runKey{}).(*runState)

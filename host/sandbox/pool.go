@@ -42,6 +42,7 @@ type instance struct {
 	// module.
 	monoBase int64
 	rs       runState // of the current call into the guest
+	callCtx  runCtx   // of the current run
 	rng      rand.ChaCha8
 	// The idle LRU list (Runtime.idle*), while in a pool.
 	prev, next *instance
@@ -208,9 +209,7 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 	}
 
 	rs.deadline = time.Now().Add(lim.Wall)
-	wallCtx, cancel := context.WithDeadline(ctx, rs.deadline)
-	defer cancel()
-	callCtx := context.WithValue(experimental.WithMemoryAllocator(wallCtx, inst), runKey{}, rs)
+	callCtx := context.WithValue(experimental.WithMemoryAllocator(ctx, inst), runKey{}, rs)
 	mod, err := r.rt.InstantiateModule(callCtx, compiled, r.mcfg)
 	inst.m = mod
 	if err != nil {
@@ -240,8 +239,8 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 	}
 	// The start function, _initialize and logline_prepare share one
 	// budget of fuel, at least Config.InitFuel.
-	inst.fuel.Set(uint64(max(lim.Fuel, r.cfg.InitFuel)))
 	rs.lim.Fuel = max(lim.Fuel, r.cfg.InitFuel)
+	rs.setFuel(rs.lim.Fuel)
 	for _, fn := range []struct {
 		name string
 		has  bool
@@ -259,8 +258,7 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 		} else {
 			err = mod.ExportedFunction(fn.name).CallWithStack(callCtx, nil)
 		}
-		remaining := int64(inst.fuel.Get())
-		e := rs.classify(err, ret, remaining, true)
+		e := rs.classify(err, ret, rs.fuelLeft(), true)
 		if e == nil && mod.IsClosed() {
 			e = &abi.Error{Code: abi.CodeGuestError, Message: "exited"}
 		}

@@ -151,6 +151,7 @@ type runState struct {
 	hostCalls int
 	spans     int
 	locks     []string
+	budget    int64  // fuel not yet in the guest's counter (see setFuel)
 	denied    string // the first capability denial, if any
 	abortErr  *abi.Error
 
@@ -275,13 +276,10 @@ func (rs *runState) abort(code, format string, args ...any) {
 // charge burns fuel for work the host does on the guest's behalf; the
 // guest's metering reloads the counter after every call.
 func (rs *runState) charge(n int64) {
-	f := rs.inst.fuel
-	if f == nil || n <= 0 { // a start function, before the host has the counter
+	if rs.inst.fuel == nil || n <= 0 { // a start function, before the host has the counter
 		return
 	}
-	v := int64(f.Get()) - n
-	f.Set(uint64(v))
-	if v < 0 {
+	if !rs.draw(n) {
 		rs.abort(abi.CodeFuelExhausted, "fuel limit of %d exhausted (in a host call)", rs.lim.Fuel)
 	}
 }
@@ -303,7 +301,8 @@ func pagesString(pages uint64) string {
 }
 
 // classify maps how a call into the guest ended to a run error (nil: the
-// run completed). remaining is the fuel counter after the call, if known.
+// run completed). remaining is the fuel left after the call (fuelLeft), if
+// known.
 func (rs *runState) classify(err error, ret uint32, remaining int64, fuelKnown bool) *abi.Error {
 	if rs.abortErr != nil {
 		return rs.abortErr
@@ -404,15 +403,14 @@ func (r *Runtime) run(ctx context.Context, m *Module, req Request) Result {
 	inst.mem.limit = uint64(lim.MemoryPages) * pageSize
 	inst.mem.refused = false
 
-	// A new context each run: wazero's watcher of the context may look at
-	// it after the call returned.
+	// The wall clock is checked in host calls and at every slice of fuel
+	// (hostRefuel).
 	rs.deadline = time.Now().Add(lim.Wall)
-	callCtx := &wallCtx{parent: ctx, deadline: rs.deadline, rs: rs, done: make(chan struct{})}
-	r.watchdog.add(callCtx)
-	inst.fuel.Set(uint64(lim.Fuel))
+	inst.callCtx = runCtx{Context: ctx, rs: rs}
+	rs.setFuel(lim.Fuel)
 	inst.stack[0] = 0
-	err := inst.run.CallWithStack(callCtx, inst.stack[:])
-	remaining := int64(inst.fuel.Get())
+	err := inst.run.CallWithStack(&inst.callCtx, inst.stack[:])
+	remaining := rs.fuelLeft()
 	ret := uint32(inst.stack[0])
 	res := Result{
 		Err:       rs.classify(err, ret, remaining, true),
@@ -420,7 +418,7 @@ func (r *Runtime) run(ctx context.Context, m *Module, req Request) Result {
 		HostCalls: rs.hostCalls,
 		Warm:      warm,
 	}
-	r.watchdog.remove(callCtx)
+	inst.callCtx = runCtx{}
 	r.unlockAll(ctx, rs)
 	if res.Err == nil {
 		res.Output = rs.output

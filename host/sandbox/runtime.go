@@ -82,7 +82,6 @@ type Runtime struct {
 	provided map[string]map[string]meter.FuncType
 
 	compiles atomic.Int64 // modules compiled, for tests
-	watchdog watchdog
 
 	mu      sync.Mutex
 	closed  bool
@@ -125,10 +124,11 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 
 	rc := wazero.NewRuntimeConfig().
 		WithCoreFeatures(api.CoreFeaturesV2).
-		WithMemoryLimitPages(cfg.MaxMemoryPages).
-		// Only the last-resort wall clock (Limits.Wall): fuel bounds
-		// computation.
-		WithCloseOnContextDone(true)
+		WithMemoryLimitPages(cfg.MaxMemoryPages)
+	// No WithCloseOnContextDone: it makes compiled code leave for Go at
+	// every loop header (and starts a goroutine per call). Fuel bounds
+	// computation; the wall clock is checked at each slice of fuel
+	// (hostRefuel) and in host calls.
 	r := &Runtime{
 		cfg:      cfg,
 		modules:  map[string]*Module{},
@@ -160,6 +160,14 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if err != nil {
 		_ = r.close(ctx)
 		return nil, fmt.Errorf("error instantiating the %s host module: %w", abi.Module, err)
+	}
+	// The meter's refuel import, in a module of its own that guests
+	// cannot import (it is not in r.provided).
+	if _, err := r.rt.NewHostModuleBuilder(meter.RefuelModule).NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(hostRefuel), nil, nil).
+		Export(meter.RefuelName).Instantiate(ctx); err != nil {
+		_ = r.close(ctx)
+		return nil, fmt.Errorf("error instantiating the %s host module: %w", meter.RefuelModule, err)
 	}
 	w := r.rt.NewHostModuleBuilder(wasi.ModuleName)
 	wasi.NewFunctionExporter().ExportFunctions(w)
@@ -195,7 +203,6 @@ func (r *Runtime) Close(ctx context.Context) error {
 		return nil
 	}
 	r.closed = true
-	r.watchdog.stop()
 	var idle []*instance
 	for r.idleHead != nil {
 		inst := r.idleHead
@@ -455,7 +462,7 @@ func (r *Runtime) prepare(wasm []byte, hash string) (*Module, error) {
 	if err != nil {
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}
-	m.metered, err = meter.Instrument(rewritten, meter.Options{})
+	m.metered, err = meter.Instrument(rewritten, meter.Options{Refuel: true})
 	if err != nil {
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}

@@ -56,6 +56,7 @@ func TestLoadRejects(t *testing.T) {
 		{"empty", abi.CodeInvalidModule, "bad magic", nil},
 		{"truncated", abi.CodeInvalidModule, "", echoModule()[:30]},
 		{"unknown module", abi.CodeForbiddenImport, `"env"."foo"`, withImport("env", "foo", nil, nil)},
+		{"the refuel import", abi.CodeForbiddenImport, `"logline_meter"."refuel"`, withImport("logline_meter", "refuel", nil, nil)},
 		{"unknown logline function", abi.CodeForbiddenImport, `"logline"."spawn": no such function`, withImport("logline", "spawn", nil, nil)},
 		{"wrong logline signature", abi.CodeForbiddenImport, `"logline"."log": signature (i32, i32) -> (i32)`, withImport("logline", "log", pI32x2, rI32)},
 		{"unknown wasi function", abi.CodeForbiddenImport, `"wasi_snapshot_preview1"."fd_frobnicate"`, withImport("wasi_snapshot_preview1", "fd_frobnicate", nil, rI32)},
@@ -903,4 +904,31 @@ func TestStdioSurvivesFdClose(t *testing.T) {
 		requireOK(t, res)
 		require.Equal(t, []LogLine{{abi.LogInfo, "stdout", "hi"}}, res.Logs)
 	}
+}
+
+// A guest computing without calling the host must not hold up the rest of
+// the process: compiled wasm cannot be preempted, so a garbage collection
+// waits for the guest to come back to Go, which it does at every slice of
+// fuel (the refuel import). Without the slices this GC would wait for the
+// whole run (here the 2 s wall clock) and, on a busy machine, everything
+// else with it. Also: the run is ended by its wall clock, from the refuel
+// call.
+func TestComputingGuestDoesNotStallGC(t *testing.T) {
+	r := newTestRuntime(t, Config{})
+	ctx := context.Background()
+	m := mustLoad(t, r, loopModule())
+	done := make(chan Result)
+	go func() { done <- r.Run(ctx, m, Request{Limits: Limits{Fuel: 1 << 60, Wall: 2 * time.Second}}) }()
+	time.Sleep(100 * time.Millisecond) // the guest is in its loop
+	var worst time.Duration
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		runtime.GC()
+		worst = max(worst, time.Since(start))
+	}
+	require.Less(t, worst, 500*time.Millisecond, "a garbage collection waited for the computing guest")
+	res := <-done
+	requireCode(t, res, abi.CodeTimeout)
+	require.Contains(t, res.Err.Message, "wall clock limit of 2s")
+	require.Greater(t, res.FuelUsed, int64(fuelSlice), "the run went on through many slices")
 }
