@@ -52,8 +52,9 @@
 // After instantiation and initialization, the first instance of a module
 // is snapshotted: its linear memory and every mutable global it defines.
 // After a run that returned normally, the instance is restored from the
-// snapshot (a copy of the memory: the cost of a warm run grows with the
-// module's memory) and goes back to the idle pool of its (module hash,
+// snapshot (a copy of the chunks of memory the run may have written, which
+// the metering records, plus what the host wrote; see dirty.go) and goes
+// back to the idle pool of its (module hash,
 // tenant); an instance whose memory grew (memory cannot shrink), that
 // trapped, exited or hit any limit is discarded. Modules whose code mutates
 // what a restore cannot undo (table.set/grow/fill/copy/init, elem.drop,

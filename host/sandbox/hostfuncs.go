@@ -92,6 +92,14 @@ func (rs *runState) view(fn string, ptr, n uint32) []byte {
 	return buf[ptr:end:end]
 }
 
+// writable is view for memory the host is about to write, which the
+// restore after the run must then copy back (see dirty.go).
+func (rs *runState) writable(fn string, ptr, n uint32) []byte {
+	b := rs.view(fn, ptr, n)
+	rs.inst.markHost(uint64(ptr), uint64(ptr)+uint64(n))
+	return b
+}
+
 func (rs *runState) chargeBytes(n int, shift uint) { rs.charge(int64(n) >> shift) }
 
 // fail leaves an abi.Error as the pending result and returns code.
@@ -203,7 +211,7 @@ func hostNow(ctx context.Context, _ api.Module, stack []uint64) {
 
 func hostRandom(ctx context.Context, _ api.Module, stack []uint64) {
 	rs := enter(ctx)
-	dst := rs.view(abi.FnRandom, uint32(stack[0]), uint32(stack[1]))
+	dst := rs.writable(abi.FnRandom, uint32(stack[0]), uint32(stack[1]))
 	rs.chargeBytes(len(dst), hashShift)
 	rs.random(dst)
 	rs.recordRandom(dst)
@@ -213,7 +221,7 @@ func hostRandom(ctx context.Context, _ api.Module, stack []uint64) {
 func hostInput(ctx context.Context, _ api.Module, stack []uint64) {
 	rs := enter(ctx)
 	n := min(uint64(uint32(stack[1])), uint64(len(rs.input)))
-	dst := rs.view(abi.FnInput, uint32(stack[0]), uint32(n))
+	dst := rs.writable(abi.FnInput, uint32(stack[0]), uint32(n))
 	rs.chargeBytes(len(dst), copyShift)
 	copy(dst, rs.input)
 	setI32(stack, int32(min(len(rs.input), math.MaxInt32)))
@@ -245,7 +253,7 @@ func hostEnv(ctx context.Context, _ api.Module, stack []uint64) {
 func hostResult(ctx context.Context, _ api.Module, stack []uint64) {
 	rs := enter(ctx)
 	n := min(uint64(uint32(stack[1])), uint64(len(rs.pending)))
-	dst := rs.view(abi.FnResult, uint32(stack[0]), uint32(n))
+	dst := rs.writable(abi.FnResult, uint32(stack[0]), uint32(n))
 	rs.chargeBytes(len(dst), copyShift)
 	copy(dst, rs.pending)
 	setI32(stack, int32(min(len(rs.pending), math.MaxInt32)))
@@ -476,7 +484,7 @@ func (rs *runState) answer(fn string, code int32, v any) int64 {
 func hostBlake3(ctx context.Context, _ api.Module, stack []uint64) {
 	rs := enter(ctx)
 	src := rs.view(abi.FnBlake3, uint32(stack[0]), uint32(stack[1]))
-	dst := rs.view(abi.FnBlake3, uint32(stack[2]), 32)
+	dst := rs.writable(abi.FnBlake3, uint32(stack[2]), 32)
 	rs.chargeBytes(len(src), hashShift)
 	sum := blake3.Sum256(src)
 	copy(dst, sum[:])

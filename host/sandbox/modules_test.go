@@ -194,3 +194,38 @@ func cryptoModule(pub, msg, sig []byte) []byte {
 		store8(0),
 		i32c(200), i32c(33), call(output)).bytes()
 }
+
+// scribbleModule takes an address a (4 bytes) and a byte count n (4 bytes)
+// as input, which it reads to [0, 8); outputs its whole memory; then
+// stores 8 bytes of ones at a and fills [a+8, a+8+n) with ones (so the
+// run's writes land wherever the caller says, across chunk boundaries).
+// From a pristine instance the output is the memory as instantiated, with
+// the input at [0, 8).
+func scribbleModule() []byte {
+	b := newBuilder()
+	input := b.importFunc("logline", "input", pI32x2, rI32)
+	output := b.importFunc("logline", "output", pI32x2, rI32)
+	return b.mem(4).run(nil,
+		i32c(0), i32c(8), call(input), op(opDrop),
+		i32c(0), i32c(4*65536), call(output), op(opDrop),
+		i32c(0), op(0x28, 0x02, 0x00), // i32.load: a
+		op(0x42, 0x7f), op(0x37, 0x03, 0x00), // i64.store of -1
+		i32c(0), op(0x28, 0x02, 0x00), i32c(8), op(opI32Add), // a+8
+		i32c(0xff),
+		i32c(4), op(0x28, 0x02, 0x00), // n
+		op(0xfc, 11, 0x00), // memory.fill
+		i32c(0)).bytes()
+}
+
+// fdstatModule outputs [5000, 5024) and then has wazero's fd_fdstat_get
+// write stdout's status there: from a pristine instance the output is
+// zeros.
+func fdstatModule() []byte {
+	b := newBuilder()
+	output := b.importFunc("logline", "output", pI32x2, rI32)
+	fdstat := b.importFunc("wasi_snapshot_preview1", "fd_fdstat_get", pI32x2, rI32)
+	return b.mem(1).run(nil,
+		i32c(5000), i32c(24), call(output), op(opDrop),
+		i32c(1), i32c(5000), call(fdstat), op(opDrop),
+		i32c(0)).bytes()
+}

@@ -29,14 +29,18 @@ type pool struct {
 
 // instance is one instantiated module, used by one run at a time.
 type instance struct {
-	mod     *Module
-	key     poolKey
-	m       api.Module
-	run     api.Function
-	fuel    api.MutableGlobal
-	globals []api.MutableGlobal // in the order of mod.globals
-	mem     linearMemory
-	stack   [1]uint64
+	mod  *Module
+	key  poolKey
+	m    api.Module
+	run  api.Function
+	fuel api.MutableGlobal
+	// dirty is the guest's record of its writes (nil if the module is not
+	// tracked), hostDirty the host's, both since the last restore.
+	dirty     api.MutableGlobal
+	hostDirty uint64
+	globals   []api.MutableGlobal // in the order of mod.globals
+	mem       linearMemory
+	stack     [1]uint64
 	// monoBase is the guest's monotonic clock at the start of a run:
 	// after whatever _initialize saw, the same for every instance of the
 	// module.
@@ -224,6 +228,10 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 	inst.run = mod.ExportedFunction(abi.Entry)
 	inst.fuel, _ = mod.ExportedGlobal(meter.ExportName).(api.MutableGlobal)
 	ok := inst.run != nil && inst.fuel != nil
+	if m.writeShift != 0 {
+		inst.dirty, _ = mod.ExportedGlobal(meter.DirtyExportName).(api.MutableGlobal)
+		ok = ok && inst.dirty != nil
+	}
 	for _, g := range m.globals {
 		mg, isMutable := mod.ExportedGlobal(g.Name).(api.MutableGlobal)
 		ok = ok && isMutable
@@ -282,6 +290,7 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 	}
 	rs.output = nil
 	inst.monoBase = rs.mono() + 1_000_000 // 1 ms after the last reading of _initialize
+	inst.clearDirty()                     // the instance is as the snapshot
 
 	if m.fresh == "" {
 		m.snapMu.Lock()
@@ -310,7 +319,7 @@ func (inst *instance) restore() bool {
 	if s == nil || len(inst.mem.buf) != len(s.mem) {
 		return false
 	}
-	copy(inst.mem.buf, s.mem)
+	inst.restoreMemory(s.mem)
 	for i, g := range inst.globals {
 		g.Set(s.globals[i])
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	wasi "github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"lukechampine.com/blake3"
 
@@ -172,7 +173,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	w := r.rt.NewHostModuleBuilder(wasi.ModuleName)
 	wasi.NewFunctionExporter().ExportFunctions(w)
 	overrideWASI(w)
-	wasiMod, err := w.Instantiate(ctx)
+	wasiMod, err := w.Instantiate(experimental.WithFunctionListenerFactory(ctx, untrackedWASI{}))
 	if err != nil {
 		_ = r.close(ctx)
 		return nil, fmt.Errorf("error instantiating the %s host module: %w", wasi.ModuleName, err)
@@ -245,6 +246,7 @@ type Module struct {
 	fresh      string // why every run needs a fresh instance, "" if none
 	globals    []meter.GlobalExport
 	minPages   uint64
+	writeShift uint8 // log2 of the chunk size of write tracking; 0: not tracked
 
 	cmu sync.Mutex // serializes recompilation after eviction
 
@@ -432,7 +434,7 @@ func (r *Runtime) prepare(wasm []byte, hash string) (*Module, error) {
 		}
 	}
 	for _, e := range info.Exports {
-		if strings.HasPrefix(e.Name, globalPrefix) || e.Name == meter.ExportName || e.Name == startExport {
+		if strings.HasPrefix(e.Name, globalPrefix) || e.Name == meter.ExportName || e.Name == meter.DirtyExportName || e.Name == startExport {
 			return nil, errorf(abi.CodeInvalidModule, "export %q uses a name reserved for the host", e.Name)
 		}
 	}
@@ -462,7 +464,8 @@ func (r *Runtime) prepare(wasm []byte, hash string) (*Module, error) {
 	if err != nil {
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}
-	m.metered, err = meter.Instrument(rewritten, meter.Options{Refuel: true})
+	m.writeShift = writeShift(m.minPages)
+	m.metered, err = meter.Instrument(rewritten, meter.Options{Refuel: true, TrackWrites: true, WriteShift: m.writeShift})
 	if err != nil {
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tetratelabs/wazero/api"
 )
 
 func BenchmarkInstrumentGo(b *testing.B) {
@@ -37,10 +38,15 @@ func BenchmarkFuelOverhead(b *testing.B) {
 		runs   = 9
 	)
 	wasm := buildGoGuest(b)
-	metered, err := Instrument(wasm, Options{})
+	// As the sandbox instruments: fuel in slices, writes tracked.
+	metered, err := Instrument(wasm, Options{Refuel: true, TrackWrites: true, WriteShift: 16})
 	require.NoError(b, err)
 	ctx := context.Background()
 	r := newWASIRuntime(b)
+	_, err = r.NewHostModuleBuilder(RefuelModule).NewFunctionBuilder().
+		WithFunc(func(_ context.Context, m api.Module) { m.ExportedGlobal(ExportName).(api.MutableGlobal).Set(1 << 62) }).
+		Export(RefuelName).Instantiate(ctx)
+	require.NoError(b, err)
 	cmOrig, err := r.CompileModule(ctx, wasm)
 	require.NoError(b, err)
 	cmMetered, err := r.CompileModule(ctx, metered)

@@ -106,10 +106,10 @@ type funcInstrumenter struct {
 	// i32 and i64 ones also serve bulk operations).
 	dirtyLocal, addrLocal uint32
 	tmpLocal              map[byte]uint32
-	ins          []insertion
-	frames       []frame
-	labels       []uint32
-	buf          []byte
+	ins                   []insertion
+	frames                []frame
+	labels                []uint32
+	buf                   []byte
 }
 
 // instrument returns the metered version of one function body (locals and
@@ -518,7 +518,7 @@ func (f *funcInstrumenter) appendRangeMark(out []byte) []byte {
 	out = f.appendChunk(out, 0)
 	out = append(out, 0x7d) // i64.sub
 	out = appendLocal(out, 0x22, t64)
-	out = append(out, 0x42, 63, 0x5a) // i64.const 63; i64.ge_u
+	out = append(out, 0x42, 63, 0x5a)               // i64.const 63; i64.ge_u
 	out = append(out, 0x04, 0x7e, 0x42, 0x7f, 0x05) // if (result i64) i64.const -1 else
 	out = append(out, 0x42, 0x02)
 	out = appendLocal(out, 0x20, t64)
