@@ -7,7 +7,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 )
 
-// fuelSlice is the most fuel the guest's counter holds at a time; the rest
+// FuelSlice is the most fuel the guest's counter holds at a time; the rest
 // of a run's fuel waits in runState.budget. When a check of the metering
 // finds the counter overdrawn, the guest calls the refuel import
 // (meter.Options.Refuel), which moves the next slice over. That call is the
@@ -15,7 +15,7 @@ import (
 // there the Go runtime can stop the goroutine for a garbage collection
 // (compiled wasm cannot be preempted), and the host looks at the run's wall
 // clock and context. A slice of 2^20 is about a millisecond of guest code.
-const fuelSlice = 1 << 20
+const FuelSlice = 1 << 20
 
 // errOutOfFuel is the panic with which the refuel import ends a run whose
 // fuel is gone; classify sees the overdrawn counter.
@@ -24,7 +24,7 @@ var errOutOfFuel = errors.New("sandbox: fuel exhausted")
 // setFuel gives a call into the guest limit units of fuel: the first slice
 // in the counter, the rest in the budget.
 func (rs *runState) setFuel(limit int64) {
-	first := min(limit, fuelSlice)
+	first := min(limit, FuelSlice)
 	rs.budget = limit - first
 	rs.inst.fuel.Set(uint64(first))
 }
@@ -41,7 +41,7 @@ func (rs *runState) draw(n int64) bool {
 	f := rs.inst.fuel
 	v := int64(f.Get()) - n
 	if v < 0 {
-		add := min(rs.budget, fuelSlice-v)
+		add := min(rs.budget, FuelSlice-v)
 		rs.budget -= add
 		v += add
 	}

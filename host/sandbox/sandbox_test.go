@@ -975,5 +975,5 @@ func TestComputingGuestDoesNotStallGC(t *testing.T) {
 	res := <-done
 	requireCode(t, res, abi.CodeTimeout)
 	require.Contains(t, res.Err.Message, "wall clock limit of 2s")
-	require.Greater(t, res.FuelUsed, int64(fuelSlice), "the run went on through many slices")
+	require.Greater(t, res.FuelUsed, int64(FuelSlice), "the run went on through many slices")
 }

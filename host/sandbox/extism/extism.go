@@ -233,17 +233,16 @@ func (r *Runtime) load(ctx context.Context, wasm []byte, hash string) (*Plugin, 
 	if int(run.Index) < len(info.Imports) {
 		return nil, errorf(abi.CodeInvalidModule, "export %s must be defined by the module, not imported", abi.Entry)
 	}
-	metered, err := meter.Instrument(wasm, meter.Options{})
+	metered, err := meter.Instrument(wasm, meter.Options{Refuel: true})
 	if err != nil {
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}
 	rc := wazero.NewRuntimeConfig().
 		WithCoreFeatures(api.CoreFeaturesV2).
 		WithMemoryLimitPages(r.cfg.MaxMemoryPages).
-		WithCompilationCache(r.cache).
-		// Only the last-resort wall clock (Limits.Wall): fuel bounds
-		// computation.
-		WithCloseOnContextDone(true)
+		WithCompilationCache(r.cache)
+		// No WithCloseOnContextDone: fuel bounds computation, and the
+		// wall clock is checked at every slice of it (refuel).
 	manifest := extism.Manifest{
 		Wasm: []extism.Wasm{extism.WasmData{Data: metered, Name: "main"}},
 		Memory: &extism.ManifestMemory{
@@ -404,8 +403,7 @@ func (l *fuelListener) Before(ctx context.Context, mod api.Module, _ api.Functio
 		if !ok {
 			return
 		}
-		rs.fuel = g
-		g.Set(uint64(rs.lim.Fuel))
+		rs.setFuel(g)
 	}
 	if l.run {
 		rs.depth++

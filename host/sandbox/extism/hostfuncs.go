@@ -16,6 +16,7 @@ import (
 
 	"github.com/logline/logline/abi"
 	"github.com/logline/logline/host/sandbox"
+	"github.com/logline/logline/host/sandbox/meter"
 )
 
 // Fuel the host charges for its own work, as package sandbox does.
@@ -57,7 +58,9 @@ func hostFunctions() []extism.HostFunction {
 		f.SetNamespace(abi.Module)
 		out = append(out, f)
 	}
-	return out
+	f := extism.NewHostFunctionWithStack(meter.RefuelName, refuel, nil, nil)
+	f.SetNamespace(meter.RefuelModule)
+	return append(out, f)
 }
 
 // call reads the request block, runs the handler and writes its answer to

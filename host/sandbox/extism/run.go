@@ -38,6 +38,7 @@ type runState struct {
 	env  map[string]string
 
 	fuel     api.MutableGlobal // the plugin's counter, once `run` is entered
+	budget   int64             // fuel not yet in the counter (sandbox.FuelSlice at a time)
 	depth    int               // nesting of `run`
 	returned bool              // `run` returned (rather than trapped)
 
@@ -178,10 +179,55 @@ func (rs *runState) charge(n int64) {
 	if rs.fuel == nil || n <= 0 { // a start function, before the host has the counter
 		return
 	}
-	v := int64(rs.fuel.Get()) - n
-	rs.fuel.Set(uint64(v))
-	if v < 0 {
+	if !rs.draw(n) {
 		rs.abort(abi.CodeFuelExhausted, "fuel limit of %d exhausted (in a host call)", rs.lim.Fuel)
+	}
+}
+
+// setFuel engages the plugin's counter with the run's fuel: the first
+// slice in the counter, the rest in the budget (as package sandbox does).
+func (rs *runState) setFuel(g api.MutableGlobal) {
+	rs.fuel = g
+	first := min(rs.lim.Fuel, sandbox.FuelSlice)
+	rs.budget = rs.lim.Fuel - first
+	g.Set(uint64(first))
+}
+
+// fuelLeft is the fuel the run has not used; negative if it ran out.
+func (rs *runState) fuelLeft() int64 { return int64(rs.fuel.Get()) + rs.budget }
+
+// draw takes n units from the counter, topping it up from the budget to a
+// slice when it goes below zero, and reports whether it is not overdrawn.
+func (rs *runState) draw(n int64) bool {
+	v := int64(rs.fuel.Get()) - n
+	if v < 0 {
+		add := min(rs.budget, sandbox.FuelSlice-v)
+		rs.budget -= add
+		v += add
+	}
+	rs.fuel.Set(uint64(v))
+	return v >= 0
+}
+
+// errOutOfFuel is the panic with which the refuel import ends a run whose
+// fuel is gone; classify sees the overdrawn counter.
+var errOutOfFuel = errors.New("extism: fuel exhausted")
+
+// refuel is the meter's refuel import (meter.Options.Refuel): where the
+// host checks the wall clock and hands out the next slice of fuel.
+func refuel(ctx context.Context, _ *extism.CurrentPlugin, _ []uint64) {
+	rs, _ := ctx.Value(runKey{}).(*runState)
+	if rs == nil {
+		panic(errors.New("extism: refuel called outside a run"))
+	}
+	if e := rs.timeoutError(); e != nil {
+		rs.abortErr = e
+		panic(errAbort)
+	}
+	if rs.fuel == nil || !rs.draw(0) {
+		// Without the counter engaged: a start function that used up the
+		// initial fuel.
+		panic(errOutOfFuel)
 	}
 }
 
@@ -234,7 +280,7 @@ func (r *Runtime) run(ctx context.Context, p *Plugin, req sandbox.Request) (res 
 	var remaining int64
 	fuelKnown := rs.fuel != nil
 	if fuelKnown {
-		remaining = int64(rs.fuel.Get())
+		remaining = rs.fuelLeft()
 		res.FuelUsed = min(max(lim.Fuel-remaining, 0), lim.Fuel)
 	}
 	pluginErr := ""
