@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -80,6 +81,10 @@ type Engine struct {
 
 	runs sync.WaitGroup // kernel runs in flight
 	sem  chan struct{}  // Concurrency slots
+
+	// globals: the latest manifest read has global policies, which every
+	// tenant's policy agent evaluates (until the first read: assume so).
+	globals atomic.Bool
 }
 
 // New makes an Engine over a ledger and the Stage-0 host that boots its
@@ -93,6 +98,7 @@ func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
 	}
 	e := &Engine{l: l, h: h, cfg: cfg, log: cfg.Log.With("component", "engine"), loops: map[string]*loop{},
 		sem: make(chan struct{}, cfg.Concurrency)}
+	e.globals.Store(true)
 	for _, name := range []string{Observer, RequestWorker, PolicyAgent} {
 		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true}
 	}
@@ -158,7 +164,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		})
 	}()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		e.warm(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		e.dispatch(ctx, notices)
@@ -181,6 +191,23 @@ func (e *Engine) Run(ctx context.Context) error {
 	wg.Wait()
 	e.runs.Wait()
 	return err
+}
+
+// warm loads the manifest's kernels once, at start: compiling the sandbox
+// module and a kernel's JavaScript takes up to seconds on a loaded machine,
+// which the first requests after a start would otherwise wait for.
+func (e *Engine) warm(ctx context.Context) {
+	m, err := e.h.LoadManifest(ctx)
+	if err != nil {
+		return // the loops say why
+	}
+	for name := range e.loops {
+		if id := m.Kernels[name]; id != "" && ctx.Err() == nil {
+			if err := e.h.Warm(ctx, id); err != nil && ctx.Err() == nil {
+				e.log.Warn("loading kernel", "kernel", name, "err", err)
+			}
+		}
+	}
 }
 
 // dispatch turns notices into dirty tenants: it looks the notified ids up
@@ -232,7 +259,8 @@ func (e *Engine) route(ctx context.Context, ids []string) error {
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
+		var touched []string // tenants with new spans a policy could judge
+		seen := map[string]bool{}
 		for rows.Next() {
 			var tenant, kind, status string
 			if err := rows.Scan(&tenant, &kind, &status); err != nil {
@@ -247,9 +275,35 @@ func (e *Engine) route(ctx context.Context, ids []string) error {
 			case kind == "function" && status == "scheduled":
 				e.loops[Observer].mark(tenant)
 			}
-			e.loops[PolicyAgent].mark(tenant)
+			if !seen[tenant] {
+				seen[tenant] = true
+				touched = append(touched, tenant)
+			}
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(touched) == 0 {
+			return nil
+		}
+		// The policy agent of a tenant with no active policy (and no
+		// global ones) has nothing to judge: booting it for every span
+		// cost as much CPU as the executions themselves.
+		if !e.globals.Load() {
+			rows, err := tx.Query(ctx, `SELECT DISTINCT tenant_id FROM ledger.heads
+				WHERE entity_type = 'policy' AND status = 'active' AND tenant_id = ANY($1)`, touched)
+			if err != nil {
+				return err
+			}
+			touched, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+		}
+		for _, t := range touched {
+			e.loops[PolicyAgent].mark(t)
+		}
+		return nil
 	})
 }
 
@@ -275,6 +329,7 @@ func (e *Engine) serve(ctx context.Context, lp *loop) {
 			timer.Reset(e.interval(lp.name, nil))
 			continue
 		}
+		e.globals.Store(len(m.GlobalPolicies) > 0)
 		kernel := m.Kernels[lp.name]
 		if kernel == "" {
 			timer.Reset(e.interval(lp.name, m))

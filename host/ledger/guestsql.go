@@ -68,30 +68,46 @@ func (l *Ledger) GuestSQL(ctx context.Context, p Principal, query string, params
 	if err := l.checkGuestRole(ctx); err != nil {
 		return out, err
 	}
-	tx, err := l.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	conn, err := l.pool.Acquire(ctx)
 	if err != nil {
 		return out, mapError(err)
 	}
-	// Nothing a guest query does may outlive it.
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	_, err = tx.Exec(ctx, `SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true),
-		set_config('app.user_id', $3, true), set_config('app.kind', $4, true), set_config('statement_timeout', $5, true)`,
-		GuestRole, p.Tenant, p.User, string(p.Kind), strconv.FormatInt(lim.Timeout.Milliseconds(), 10))
-	if err != nil {
+	defer conn.Release()
+	// One round trip: the settings and the query go in one pipeline with
+	// one Sync, so they run as one implicit transaction, made read-only by
+	// its first statement, whose transaction-local settings (role,
+	// principal, timeout) end with it. A read-only transaction that ends
+	// commits nothing, as a rollback would. The newline keeps a trailing --
+	// comment in the guest's text from swallowing the closing parenthesis.
+	// The guest's query is an unnamed statement with text parameters of
+	// unknown type (pgx's QueryExecModeExec): nothing is left behind.
+	var eqb pgx.ExtendedQueryBuilder
+	if err := eqb.Build(conn.Conn().TypeMap(), nil, params); err != nil {
+		return out, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	b := &pgconn.Batch{}
+	b.ExecParams(`SELECT set_config('transaction_read_only', 'on', true), set_config('role', $1, true),
+		set_config('app.tenant_id', $2, true), set_config('app.user_id', $3, true), set_config('app.kind', $4, true),
+		set_config('statement_timeout', $5, true)`,
+		[][]byte{[]byte(GuestRole), []byte(p.Tenant), []byte(p.User), []byte(p.Kind), []byte(strconv.FormatInt(lim.Timeout.Milliseconds(), 10))},
+		nil, nil, nil)
+	b.ExecParams("SELECT to_jsonb(q) FROM (\n"+query+"\n) AS q", eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
+	mrr := conn.Conn().PgConn().ExecBatch(ctx, b)
+	defer mrr.Close()
+	if !mrr.NextResult() {
+		return out, mapError(mrr.Close())
+	}
+	if _, err := mrr.ResultReader().Close(); err != nil {
+		_ = mrr.Close()
 		return out, mapError(err)
 	}
-	// The newline keeps a trailing -- comment in the guest's text from
-	// swallowing the closing parenthesis. Exec mode: no named prepared
-	// statement is left behind, and one round trip.
-	args := append([]any{pgx.QueryExecModeExec}, params...)
-	rows, err := tx.Query(ctx, "SELECT to_jsonb(q) FROM (\n"+query+"\n) AS q", args...)
-	if err != nil {
-		return out, guestError(err)
+	if !mrr.NextResult() {
+		return out, guestError(mrr.Close())
 	}
-	defer rows.Close()
+	rr := mrr.ResultReader()
 	size := 0
-	for rows.Next() {
-		raw := rows.RawValues()[0]
+	for rr.NextRow() {
+		raw := rr.Values()[0]
 		if len(out.Rows) >= lim.Rows || size+len(raw) > lim.Bytes {
 			out.Truncated = true
 			break
@@ -99,8 +115,11 @@ func (l *Ledger) GuestSQL(ctx context.Context, p Principal, query string, params
 		size += len(raw)
 		out.Rows = append(out.Rows, json.RawMessage(append([]byte(nil), raw...)))
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if _, err := rr.Close(); err != nil {
+		_ = mrr.Close()
+		return GuestRows{}, guestError(err)
+	}
+	if err := mrr.Close(); err != nil {
 		return GuestRows{}, guestError(err)
 	}
 	return out, nil

@@ -85,6 +85,11 @@ func TestGuestSQLIsConfined(t *testing.T) {
 	_, err = q(kernelA, `SELECT set_config('app.tenant_id', 'B', true)`)
 	require.ErrorIs(t, err, ledger.ErrForbidden)
 
+	// The transaction is read-only, whatever the guest's SQL calls.
+	res, err = q(kernelA, `SELECT current_setting('transaction_read_only') AS ro`)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"ro":"on"}`, string(res.Rows[0]))
+
 	// A trailing comment cannot swallow the wrapper.
 	res, err = q(kernelA, `SELECT 1 AS one -- comment`)
 	require.NoError(t, err)

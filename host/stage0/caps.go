@@ -30,6 +30,40 @@ type kernelCaps struct {
 
 	mu     sync.Mutex
 	leases map[string]*ledger.Lease
+	// invoked are the functions and policies this run has exec'd, found,
+	// verified and loaded once: a kernel passing an array of runs of one
+	// function would otherwise read and verify its span for every element.
+	// Within a run, the latest version read first is the one that runs.
+	invoked map[string]*invoked
+}
+
+// invoked is the outcome of Host.invoke for one span id, computed once.
+type invoked struct {
+	once sync.Once
+	inv  *invocation
+	err  error
+}
+
+// invoke is Host.invoke, once per span id and run; each call gets its own
+// copy of the request with its own input.
+func (c *kernelCaps) invoke(ctx context.Context, id string, input json.RawMessage) (*invocation, error) {
+	c.mu.Lock()
+	if c.invoked == nil {
+		c.invoked = map[string]*invoked{}
+	}
+	o := c.invoked[id]
+	if o == nil {
+		o = &invoked{}
+		c.invoked[id] = o
+	}
+	c.mu.Unlock()
+	o.once.Do(func() { o.inv, o.err = c.h.invoke(ctx, c.p, id, nil, c.m) })
+	if o.err != nil {
+		return nil, o.err
+	}
+	inv := *o.inv
+	inv.req.Input = input
+	return &inv, nil
 }
 
 var _ sandbox.Capabilities = (*kernelCaps)(nil)
@@ -172,7 +206,7 @@ func (c *kernelCaps) Exec(ctx context.Context, req abi.ExecRequest) (abi.ExecRes
 			return abi.ExecResult{}, callErr(abi.ErrInvalid, "exec input: %v", err)
 		}
 	}
-	inv, err := c.h.invoke(ctx, c.p, req.SpanID, input, c.m)
+	inv, err := c.invoke(ctx, req.SpanID, input)
 	if err != nil {
 		var r *Refusal
 		if errors.As(err, &r) {

@@ -129,7 +129,7 @@ func (h *Host) LoadManifest(ctx context.Context) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := span.Verify(&s); err != nil {
+	if err := h.verify(&s); err != nil {
 		return nil, refuse(abi.CodeHashMismatch, "manifest %s seq %d does not verify: %v", s.ID, s.Seq, err)
 	}
 	m := &Manifest{span: s}
