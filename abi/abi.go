@@ -6,7 +6,10 @@
 // It imports only the standard library, so GOOS=wasip1 guests can use it.
 package abi
 
-import "strconv"
+import (
+	"encoding/json"
+	"strconv"
+)
 
 // Version is the ABI version a module is built against. A module may export
 // the i32 global `logline_abi_version`; when present it must equal Version.
@@ -156,6 +159,25 @@ type SQLRequest struct {
 type SQLResult struct {
 	Rows      []map[string]any `json:"rows"`
 	Truncated bool             `json:"truncated,omitempty"`
+}
+
+// InsertRequest is the envelope form of an insert_span request: the spans
+// (an array) and what to answer. A guest that appends many spans and does
+// not need them back asks for Result "refs" and gets one SpanRef per span
+// instead of the stored spans, which it would otherwise have to parse.
+type InsertRequest struct {
+	Spans  json.RawMessage `json:"spans"`
+	Result string          `json:"result,omitempty"` // "" (the spans as stored) | "refs"
+}
+
+// InsertResultRefs is the InsertRequest.Result asking for SpanRefs.
+const InsertResultRefs = "refs"
+
+// SpanRef names one appended span.
+type SpanRef struct {
+	ID       string `json:"id"`
+	Seq      int64  `json:"seq"`
+	CurrHash string `json:"curr_hash"`
 }
 
 // ExecRequest runs a function span (its latest seq) as a tier-2 sandbox.

@@ -56,7 +56,7 @@ globalThis.default = async function main(ctx) {
       metadata: { cursor: cursorOf(fresh[fresh.length - 1]), kernel: 'observer' },
     }));
   }
-  if (out.length) await insertSpan(out);
+  if (out.length) await insertSpan({ spans: out, result: 'refs' });
   return { requested: out.filter((s) => s.entity_type === 'request').length, more: fresh.length === 100 };
 };
 

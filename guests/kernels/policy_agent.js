@@ -90,7 +90,7 @@ globalThis.default = async function main(ctx) {
       });
     }
     out.push(advance(cursor, cursorId, p, rows));
-    await insertSpan(out);
+    await insertSpan({ spans: out, result: 'refs' });
     evaluated += candidates.length;
     actions += out.length - 1;
   }

@@ -290,28 +290,22 @@ func hostInsertSpan(ctx context.Context, _ api.Module, stack []uint64) {
 	}
 	body := rs.view(abi.FnInsertSpan, uint32(stack[0]), uint32(stack[1]))
 	rs.chargeBytes(len(body), copyShift)
-	if !json.Valid(body) {
-		setI64(stack, int64(rs.fail(abi.ErrInvalid, "insert_span: the span is not valid JSON")))
+	req, err := ParseInsertRequest(body)
+	if err != nil {
+		setI64(stack, int64(rs.fail(abi.ErrInvalid, "insert_span: %v", err)))
 		return
 	}
-	// One span, or an array of spans appended together.
-	n := 1
-	if IsJSONArray(body) {
-		var items []json.RawMessage
-		_ = json.Unmarshal(body, &items)
-		if n = len(items); n == 0 {
-			setI64(stack, int64(rs.fail(abi.ErrInvalid, "insert_span: an empty array")))
-			return
-		}
-	}
+	n := req.N
 	if rs.spans+n > rs.lim.Spans {
 		setI64(stack, int64(rs.fail(abi.ErrLimit, "insert_span: %d more span(s) would pass the limit of %d (%d appended)", n, rs.lim.Spans, rs.spans)))
 		return
 	}
-	span := slices.Clone(body)
+	span := slices.Clone(req.Spans)
 	var out []byte
 	code := rs.capCall(abi.FnInsertSpan, func(ctx context.Context) (err error) {
-		out, err = rs.caps.InsertSpan(ctx, span)
+		if out, err = rs.caps.InsertSpan(ctx, span); err == nil && req.Refs {
+			out, err = RefsOf(out)
+		}
 		return err
 	})
 	if code < 0 {

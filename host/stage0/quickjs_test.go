@@ -119,12 +119,41 @@ func TestBootQuickJSKernel(t *testing.T) {
   const stored = await insertSpan({ entity_type: 'kernel_note', who: 'kernel', this: 'note', visibility: 'tenant',
     metadata: { at: now(), uuid: crypto.randomUUID() } });
   const doubled = await exec(env.DOUBLE, { n: 21 });
+  // The envelope: refs instead of the stored spans.
+  const refs = await insertSpan({ spans: [{ entity_type: 'ref_note', who: 'kernel', this: 'a' },
+    { entity_type: 'ref_note', who: 'kernel', this: 'b' }], result: 'refs' });
+  let bad;
+  try { await insertSpan({ spans: [{ entity_type: 'ref_note', who: 'kernel', this: 'c' }], result: 'all' }); } catch (e) { bad = e.code; }
   await unlock('k');
-  return { rows, stored: { tenant: stored.tenant_id, signed: stored.signature !== '' }, doubled: doubled.output, missing: env.NOPE ?? null };
+  return { rows, stored: { tenant: stored.tenant_id, signed: stored.signature !== '' }, doubled: doubled.output, missing: env.NOPE ?? null,
+    refs, bad };
 };`
 	b.signedAppend(t, author, nil, jsSpan(kernelID, "kernel", "js-kernel", src))
 	ex, err := b.host.Boot(ctx, kernelID, map[string]string{"DOUBLE": double.ID})
 	require.NoError(t, err)
 	require.Equal(t, "complete", ex.Status, string(ex.Error))
-	require.JSONEq(t, `{"rows":[{"tenant_id":"acme","n":1}],"stored":{"tenant":"acme","signed":true},"doubled":42,"missing":null}`, string(ex.Output))
+	var out struct {
+		Refs []abi.SpanRef `json:"refs"`
+		Bad  string        `json:"bad"`
+	}
+	require.NoError(t, json.Unmarshal(ex.Output, &out))
+	require.Equal(t, "invalid", out.Bad, "an unknown result is refused")
+	require.Len(t, out.Refs, 2)
+	for i, ref := range out.Refs {
+		var this, hash string
+		require.NoError(t, b.ledger.Pool().QueryRow(ctx, `SELECT "this", curr_hash FROM ledger.universal_registry WHERE id = $1 AND seq = $2`,
+			ref.ID, ref.Seq).Scan(&this, &hash))
+		require.Equal(t, []string{"a", "b"}[i], this)
+		require.Equal(t, hash, ref.CurrHash)
+	}
+	var n int
+	require.NoError(t, b.ledger.Pool().QueryRow(ctx, `SELECT count(*) FROM ledger.universal_registry
+		WHERE tenant_id = 'acme' AND entity_type IN ('ref_note', 'kernel_note')`).Scan(&n))
+	require.Equal(t, 3, n, "nothing of the refused request was written")
+	var rest map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(ex.Output, &rest))
+	delete(rest, "refs")
+	delete(rest, "bad")
+	got, _ := json.Marshal(rest)
+	require.JSONEq(t, `{"rows":[{"tenant_id":"acme","n":1}],"stored":{"tenant":"acme","signed":true},"doubled":42,"missing":null}`, string(got))
 }

@@ -282,21 +282,24 @@ func hInsertSpan(rs *runState, req []byte) answer {
 	if a, ok := rs.allowed(abi.FnInsertSpan); !ok {
 		return a
 	}
-	if rs.spans >= rs.lim.Spans {
-		return fail(abi.ErrLimit, "insert_span: span limit of %d reached", rs.lim.Spans)
+	ir, err := sandbox.ParseInsertRequest(req)
+	if err != nil {
+		return fail(abi.ErrInvalid, "insert_span: %v", err)
 	}
-	if !json.Valid(req) {
-		return fail(abi.ErrInvalid, "insert_span: the span is not valid JSON")
+	if rs.spans+ir.N > rs.lim.Spans {
+		return fail(abi.ErrLimit, "insert_span: %d more span(s) would pass the limit of %d (%d appended)", ir.N, rs.lim.Spans, rs.spans)
 	}
-	span := slices.Clone(req)
+	span := slices.Clone(ir.Spans)
 	var out []byte
 	if a := rs.capCall(abi.FnInsertSpan, func(ctx context.Context) (err error) {
-		out, err = rs.caps.InsertSpan(ctx, span)
+		if out, err = rs.caps.InsertSpan(ctx, span); err == nil && ir.Refs {
+			out, err = sandbox.RefsOf(out)
+		}
 		return err
 	}); a != nil {
 		return a
 	}
-	rs.spans++
+	rs.spans += ir.N
 	return okRaw(abi.FnInsertSpan, out)
 }
 
