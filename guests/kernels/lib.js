@@ -98,25 +98,73 @@ function cursorOf(row) {
   return `${row.cursor_tx}.${row.ord}`;
 }
 
-// runRequests runs the requests of one tenant: quota, the function, its
-// execution span (id derived from the request), the request's next version
-// (complete or error), a status_patch for slow runs, and the day's quota
-// counter — all appended together. The caller holds the tenant's
-// request_worker lease.
-async function runRequests(ctx, reqs) {
-  const { sql, insertSpan, now, crypto, exec } = ctx;
-  if (!reqs.length) return { processed: 0 };
-  const tenant = reqs[0].tenant_id;
+// Lanes: the engine may run several request_worker passes of a tenant at
+// once (manifest engine.request_lanes), each on the open requests of its
+// lane (the last byte of the request id modulo the lanes) under a lease of
+// its own, each with a quota counter of its own; the day's count is the sum
+// of the counters of every lane there may be (MAX_LANES). A lane runs its
+// requests only while the count leaves room for a full batch in flight in
+// every lane. Nearer the limit lane 0 alone runs, holding every lane's
+// lease, so that nothing else is in flight and the count it reads is exact:
+// the daily limit holds under any concurrency. Across lanes, requests do
+// not run in commit order.
+const MAX_LANES = 8;
+const MAX_BATCH = 30;
+
+function laneLock(lane) {
+  return lane ? `request_worker:${lane}` : 'request_worker';
+}
+
+function quotaCounterIds(crypto, tenant, day) {
+  const ids = [derivedId(crypto, 'quota', tenant, day)];
+  for (let k = 1; k < MAX_LANES; k++) ids.push(derivedId(crypto, 'quota', tenant, day, k));
+  return ids;
+}
+
+// quota reads the manifest's daily limit and the day's count (of every
+// lane), with extra ids read in the same query; near tells whether a lane
+// may no longer run on its own.
+async function quota(ctx, tenant, extra) {
+  const { sql, now, crypto } = ctx;
   const day = now().slice(0, 10); // UTC
-  const counterId = derivedId(crypto, 'quota', tenant, day);
-  // One read for the manifest, the day's quota counter and the functions.
-  const latest = await latestOf(sql, [MANIFEST_ID, counterId, ...new Set(reqs.map((r) => r.parent_id).filter(Boolean))]);
+  const counterIds = quotaCounterIds(crypto, tenant, day);
+  const latest = await latestOf(sql, [MANIFEST_ID, ...counterIds, ...(extra || [])]);
   const manifest = (latest.get(MANIFEST_ID) || {}).metadata || {};
   const limit = Number((manifest.throttle && manifest.throttle.per_tenant_daily_exec_limit) || 100);
+  const countOf = (id) => { const c = latest.get(id); return Number((c && c.metadata && c.metadata.count) || 0); };
+  const total = counterIds.reduce((n, id) => n + countOf(id), 0);
+  return { day, counterIds, latest, manifest, limit, total, countOf, near: total + MAX_LANES * MAX_BATCH > limit };
+}
+
+// takeAllLanes takes every lane's lease (the caller holds lane 0's), or
+// reports false if a pass of another lane is in flight.
+async function takeAllLanes(ctx) {
+  for (let k = 1; k < MAX_LANES; k++) {
+    if (!(await ctx.lock(laneLock(k), 120000))) return false;
+  }
+  return true;
+}
+
+// runRequests runs the requests of one tenant: quota, the function, its
+// execution span (id derived from the request), the request's next version
+// (complete or error), a status_patch for slow runs, and the lane's quota
+// counter — all appended together. The caller holds the lease of its lane,
+// or (exclusive) of every lane.
+async function runRequests(ctx, reqs, lane, exclusive) {
+  const { insertSpan, crypto, exec } = ctx;
+  if (!reqs.length) return { processed: 0 };
+  lane = lane || 0;
+  const tenant = reqs[0].tenant_id;
+  // One read for the manifest, the day's quota counters and the functions.
+  const q = await quota(ctx, tenant, [...new Set(reqs.map((r) => r.parent_id).filter(Boolean))]);
+  if (q.near && !exclusive) return { processed: 0, near: true, more: true }; // lane 0's, now
+  const { day, latest, manifest, limit } = q;
+  const counterId = q.counterIds[lane];
   const slowMs = Number((manifest.policy && manifest.policy.slow_ms) || 5000);
   const override = String(manifest.override_pubkey_hex || '').toLowerCase();
   const counter = latest.get(counterId);
-  let used = Number((counter && counter.metadata && counter.metadata.count) || 0);
+  const own = q.countOf(counterId);
+  let used = q.total;
   const fns = latest;
 
   // First decide every request (quota in order), then run the functions
@@ -183,7 +231,7 @@ async function runRequests(ctx, reqs) {
     out.push(nextVersion(counter, {
       id: counterId, entity_type: 'quota_counter', who: 'edge:run_code', did: 'counted',
       this: 'quota.exec.per_tenant.daily', status: 'active', owner_id: 'edge:run_code', visibility: 'tenant',
-      metadata: { day, count: used, limit },
+      metadata: { day, count: own + ran, limit, lane },
     }));
   }
   // refs: the stored spans are not needed back (parsing them is a fifth

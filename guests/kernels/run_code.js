@@ -14,12 +14,15 @@ globalThis.default = async function main(ctx) {
   const fn = (await latestOf(sql, [spanId])).get(spanId);
   if (!fn) throw new Error(`run_code: function ${spanId} not found`);
   if (fn.entity_type !== 'function') throw new Error(`run_code only executes entity_type=function, ${spanId} is a ${fn.entity_type}`);
-  if (!(await lock('request_worker', 120000))) throw new Error('run_code: the request worker of this tenant is busy; retry');
+  // Every lane's lease: the quota is counted exactly, whatever else runs.
+  if (!(await lock('request_worker', 120000)) || !(await takeAllLanes(ctx))) {
+    throw new Error('run_code: the request worker of this tenant is busy; retry');
+  }
   const req = await insertSpan({
     id: env.REQUEST_ID || crypto.randomUUID(), seq: 0, entity_type: 'request', who: 'edge:run_code', did: 'requested',
     this: 'run_code', status: 'scheduled', parent_id: fn.id, related_to: [fn.id], owner_id: fn.owner_id,
     visibility: fn.visibility || 'private', trace_id: fn.trace_id || crypto.randomUUID(),
     input: fn.input === undefined ? null : fn.input,
   });
-  return runRequests(ctx, [req]);
+  return runRequests(ctx, [req], 0, true);
 };

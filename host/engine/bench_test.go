@@ -87,9 +87,11 @@ func measureThroughput(tb testing.TB, w *world, rate int, d time.Duration) throu
 // other spans. Stock policies off (their work is measured by the JS
 // benchmarks).
 func BenchmarkEngineThroughput(b *testing.B) {
-	rate, dur := 600, 10*time.Second
+	rate, dur := 1000, 10*time.Second
 	// Knobs for profiling: LOGLINE_BENCH_RATE (requests/s),
-	// LOGLINE_BENCH_SECONDS, LOGLINE_BENCH_EMPTY_ONLY=1.
+	// LOGLINE_BENCH_SECONDS, LOGLINE_BENCH_EMPTY_ONLY=1,
+	// LOGLINE_BENCH_LANES (the manifest's engine.request_lanes).
+	lanes, _ := strconv.Atoi(os.Getenv("LOGLINE_BENCH_LANES"))
 	if v, err := strconv.Atoi(os.Getenv("LOGLINE_BENCH_RATE")); err == nil {
 		rate = v
 	}
@@ -101,7 +103,7 @@ func BenchmarkEngineThroughput(b *testing.B) {
 			"throttle":        map[string]any{"per_tenant_daily_exec_limit": 10_000_000},
 			"global_policies": []string{},
 			// The manifest's production intervals, not the tests' fast ones.
-			"engine": map[string]any{"observer_ms": 2000, "request_worker_ms": 2000, "policy_agent_ms": 5000},
+			"engine": map[string]any{"observer_ms": 2000, "request_worker_ms": 2000, "policy_agent_ms": 5000, "request_lanes": lanes},
 		})
 		if big {
 			fillLedger(b, w, 1_000_000)

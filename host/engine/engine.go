@@ -347,8 +347,31 @@ func (e *Engine) serve(ctx context.Context, lp *loop) {
 			}
 			timer.Reset(e.interval(lp.name, m))
 		}
-		e.runTenants(ctx, lp, kernel, dirty)
+		lanes := 1
+		if lp.name == RequestWorker {
+			lanes = requestLanes(m)
+		}
+		e.runTenants(ctx, lp, kernel, dirty, lanes)
 	}
+}
+
+// DefaultRequestLanes is how many request_worker passes of one tenant run
+// at once when the manifest does not say; MaxRequestLanes is the most (the
+// kernels count a tenant's quota over that many lanes).
+const (
+	DefaultRequestLanes = 2
+	MaxRequestLanes     = 8
+)
+
+// requestLanes is the manifest's engine.request_lanes within [1,
+// MaxRequestLanes]. Two lanes let one pass run its JavaScript while the
+// other waits on Postgres: a single tenant's passes otherwise leave a core
+// idle.
+func requestLanes(m *stage0.Manifest) int {
+	if n := m.Engine.RequestLanes; n > 0 {
+		return min(n, MaxRequestLanes)
+	}
+	return DefaultRequestLanes
 }
 
 func (e *Engine) interval(name string, m *stage0.Manifest) time.Duration {
@@ -418,22 +441,24 @@ func (e *Engine) standing(ctx context.Context, name string, globalPolicies bool)
 // runTenants boots the loop's kernel for each tenant, in the engine's
 // Concurrency slots, and waits. A tenant whose kernel says it has more to
 // do is marked dirty again.
-func (e *Engine) runTenants(ctx context.Context, lp *loop, kernel string, tenants map[string]bool) {
+func (e *Engine) runTenants(ctx context.Context, lp *loop, kernel string, tenants map[string]bool, lanes int) {
 	sem := e.sem
 	var wg sync.WaitGroup
 	for t := range tenants {
-		if ctx.Err() != nil {
-			break
-		}
-		sem <- struct{}{}
-		wg.Add(1)
-		e.runs.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done(); e.runs.Done() }()
-			if e.tick(ctx, lp.name, kernel, t) {
-				lp.mark(t)
+		for lane := 0; lane < lanes; lane++ {
+			if ctx.Err() != nil {
+				break
 			}
-		}()
+			sem <- struct{}{}
+			wg.Add(1)
+			e.runs.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done(); e.runs.Done() }()
+				if e.tick(ctx, lp.name, kernel, t, lane, lanes) {
+					lp.mark(t)
+				}
+			}()
+		}
 	}
 	wg.Wait()
 }
@@ -441,8 +466,11 @@ func (e *Engine) runTenants(ctx context.Context, lp *loop, kernel string, tenant
 // tick runs one kernel pass for a tenant and reports whether it left work
 // for another pass. An ending engine lets the pass finish: a run cut short
 // would be recorded as a failure.
-func (e *Engine) tick(ctx context.Context, name, kernel, tenant string) (more bool) {
+func (e *Engine) tick(ctx context.Context, name, kernel, tenant string, lane, lanes int) (more bool) {
 	env := map[string]string{"TENANT": tenant}
+	if lanes > 1 {
+		env["LANE"], env["LANES"] = strconv.Itoa(lane), strconv.Itoa(lanes)
+	}
 	if e.cfg.Batch > 0 {
 		env["BATCH"] = strconv.Itoa(e.cfg.Batch)
 	}
@@ -467,6 +495,7 @@ func (e *Engine) tick(ctx context.Context, name, kernel, tenant string) (more bo
 		Busy      bool `json:"busy"`
 	}
 	_ = json.Unmarshal(res.Output, &out)
-	e.log.Debug("kernel pass", "kernel", name, "tenant", tenant, "output", string(res.Output), "took", time.Since(start))
+	e.log.Debug("kernel pass", "kernel", name, "tenant", tenant, "lane", lane, "output", string(res.Output), "took", time.Since(start),
+		"fuel", res.FuelUsed, "host_calls", res.HostCalls, "warm", res.Warm)
 	return out.More
 }

@@ -48,11 +48,15 @@ type Manifest struct {
 	GlobalPolicies []string `json:"global_policies"`
 	// Engine holds the intervals of the engine's loops (the seed's
 	// playbook: observer and request_worker every 2–10 s, policy_agent
-	// every 5–30 s); notifications wake them sooner.
+	// every 5–30 s); notifications wake them sooner. RequestLanes is how
+	// many request_worker passes of one tenant may run at once, each on a
+	// share of its requests (0: the default of 2; at most 8, the lanes the
+	// kernels count quotas over).
 	Engine struct {
 		ObserverMs      int `json:"observer_ms,omitempty"`
 		RequestWorkerMs int `json:"request_worker_ms,omitempty"`
 		PolicyAgentMs   int `json:"policy_agent_ms,omitempty"`
+		RequestLanes    int `json:"request_lanes,omitempty"`
 	} `json:"engine"`
 
 	span span.Span
