@@ -10,6 +10,14 @@
 // used is the limit minus the value read. Its initial value (Options.Limit)
 // is the fuel of the start function, which runs during instantiation.
 //
+// Two options extend the contract. With Options.Refuel the guest calls an
+// imported host function instead of trapping when a check finds the counter
+// overdrawn, so the host can hand the fuel out in slices and regain control
+// between them (the module's own functions then move up one index). With
+// Options.TrackWrites a second exported global (DirtyExportName) records
+// which chunks of linear memory the guest wrote, so a host restoring a
+// snapshot copies only those.
+//
 // The guest traps with `unreachable` when it runs out of fuel. After every
 // run, whether it returned, trapped or exited, a negative counter means the
 // guest ran out of fuel (Exhausted), and its results must be discarded: with
@@ -103,8 +111,9 @@
 // an error wrapping ErrUnsupported that names the opcode, the function index
 // and the byte offset in the module.
 //
-// Function, table, memory, type and existing global and local indices never
-// change, so the `name` section and every other index space stay valid.
+// Function (without Refuel), table, memory, type and existing global and
+// local indices never change, so the `name` section and every other index
+// space stay valid.
 // Custom sections are copied unchanged except DWARF (`.debug_*`) sections,
 // which are dropped because the code offsets they describe no longer hold,
 // and a `name` section whose subsections do not parse.
