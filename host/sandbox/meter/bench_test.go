@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 )
 
@@ -38,8 +39,11 @@ func BenchmarkFuelOverhead(b *testing.B) {
 		runs   = 9
 	)
 	wasm := buildGoGuest(b)
-	// As the sandbox instruments: fuel in slices, writes tracked.
-	metered, err := Instrument(wasm, Options{Refuel: true, TrackWrites: true, WriteShift: 16})
+	// The metering alone (fuel in slices, as the sandbox hands it out), and
+	// the module exactly as the sandbox instruments it (writes tracked too).
+	metered, err := Instrument(wasm, Options{Refuel: true})
+	require.NoError(b, err)
+	tracked, err := Instrument(wasm, Options{Refuel: true, TrackWrites: true, WriteShift: 16})
 	require.NoError(b, err)
 	ctx := context.Background()
 	r := newWASIRuntime(b)
@@ -47,36 +51,41 @@ func BenchmarkFuelOverhead(b *testing.B) {
 		WithFunc(func(_ context.Context, m api.Module) { m.ExportedGlobal(ExportName).(api.MutableGlobal).Set(1 << 62) }).
 		Export(RefuelName).Instantiate(ctx)
 	require.NoError(b, err)
-	cmOrig, err := r.CompileModule(ctx, wasm)
-	require.NoError(b, err)
-	cmMetered, err := r.CompileModule(ctx, metered)
-	require.NoError(b, err)
+	var cms [3]wazero.CompiledModule // unmetered, metered, tracked
+	for i, w := range [][]byte{wasm, metered, tracked} {
+		cms[i], err = r.CompileModule(ctx, w)
+		require.NoError(b, err)
+	}
 
-	timeRun := func(metered bool) time.Duration {
-		cm, fuel := cmOrig, int64(0)
-		if metered {
-			cm, fuel = cmMetered, 1<<62
+	timeRun := func(i int) time.Duration {
+		fuel := int64(1 << 62)
+		if i == 0 {
+			fuel = 0
 		}
-		res := runGoGuest(b, r, cm, fuel, rounds)
+		res := runGoGuest(b, r, cms[i], fuel, rounds)
 		require.NoError(b, res.err)
 		require.Zero(b, res.exitCode)
 		return res.elapsed
 	}
 	b.ResetTimer()
 	fuelOverheadOnce.Do(func() {
-		timeRun(false) // warm up
-		timeRun(true)
-		var base, ours []time.Duration
-		for i := 0; i < runs; i++ { // interleaved, so drift hits both
-			base = append(base, timeRun(false))
-			ours = append(ours, timeRun(true))
+		var times [3][]time.Duration
+		for i := range cms {
+			timeRun(i) // warm up
+		}
+		for n := 0; n < runs; n++ { // interleaved, so drift hits all alike
+			for i := range cms {
+				times[i] = append(times[i], timeRun(i))
+			}
 		}
 		fastest := func(d []time.Duration) float64 {
 			return float64(slices.Min(d).Microseconds()) / 1000
 		}
-		o, bl := fastest(ours), fastest(base)
+		bl, o, tr := fastest(times[0]), fastest(times[1]), fastest(times[2])
 		b.ReportMetric(o/bl, "metered/unmetered")
+		b.ReportMetric(tr/bl, "tracked/unmetered")
 		fmt.Printf("BENCH fuel_overhead_cpu ours=%.1f baseline=%.1f unit=ms better=lower\n", o, bl)
+		fmt.Printf("BENCH fuel_overhead_cpu_tracked_writes ours=%.1f baseline=%.1f unit=ms better=lower\n", tr, bl)
 	})
 	for i := 1; i < b.N; i++ {
 		// The measurement above is the benchmark; extra iterations add
