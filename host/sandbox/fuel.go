@@ -8,7 +8,7 @@ import (
 )
 
 // FuelSlice is the most fuel the guest's counter holds at a time; the rest
-// of a run's fuel waits in runState.budget. When a check of the metering
+// of a run's fuel waits in the host's budget (Fuel). When a check of the metering
 // finds the counter overdrawn, the guest calls the refuel import
 // (meter.Options.Refuel), which moves the next slice over. That call is the
 // only way back to Go for a guest that computes without calling the host:
@@ -21,31 +21,39 @@ const FuelSlice = 1 << 20
 // fuel is gone; classify sees the overdrawn counter.
 var errOutOfFuel = errors.New("sandbox: fuel exhausted")
 
-// setFuel gives a call into the guest limit units of fuel: the first slice
-// in the counter, the rest in the budget.
-func (rs *runState) setFuel(limit int64) {
+// Fuel is the fuel of one call into a metered guest: the guest's counter
+// (the meter's global), which holds at most FuelSlice, and the budget the
+// host holds back. Package extism runs its plugins on it too.
+type Fuel struct {
+	Counter api.MutableGlobal // nil until Start
+	budget  int64
+}
+
+// Start gives the call limit units of fuel: the first slice in counter, the
+// rest in the budget.
+func (f *Fuel) Start(counter api.MutableGlobal, limit int64) {
 	first := min(limit, FuelSlice)
-	rs.budget = limit - first
-	rs.inst.fuel.Set(uint64(first))
+	f.Counter, f.budget = counter, limit-first
+	counter.Set(uint64(first))
 }
 
-// fuelLeft is the fuel the call has not used: the counter plus the budget.
-// It is negative if the guest ran out.
-func (rs *runState) fuelLeft() int64 {
-	return int64(rs.inst.fuel.Get()) + rs.budget
+// Left is the fuel the call has not used: the counter plus the budget. It
+// is negative if the guest ran out.
+func (f *Fuel) Left() int64 {
+	return int64(f.Counter.Get()) + f.budget
 }
 
-// draw takes n units from the counter, topping it up from the budget to a
+// Draw takes n units from the counter, topping it up from the budget to a
 // slice when it goes below zero, and reports whether it is not overdrawn.
-func (rs *runState) draw(n int64) bool {
-	f := rs.inst.fuel
-	v := int64(f.Get()) - n
+// Draw(0) is what the refuel import does.
+func (f *Fuel) Draw(n int64) bool {
+	v := int64(f.Counter.Get()) - n
 	if v < 0 {
-		add := min(rs.budget, FuelSlice-v)
-		rs.budget -= add
+		add := min(f.budget, FuelSlice-v)
+		f.budget -= add
 		v += add
 	}
-	f.Set(uint64(v))
+	f.Counter.Set(uint64(v))
 	return v >= 0
 }
 
@@ -57,7 +65,7 @@ func hostRefuel(ctx context.Context, _ api.Module, _ []uint64) {
 		rs.abortErr = rs.timeoutError(cause, "")
 		panic(errAbort)
 	}
-	if !rs.draw(0) {
+	if rs.fuel.Counter == nil || !rs.fuel.Draw(0) {
 		panic(errOutOfFuel)
 	}
 }

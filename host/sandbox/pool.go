@@ -248,7 +248,7 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 	// The start function, _initialize and logline_prepare share one
 	// budget of fuel, at least Config.InitFuel.
 	rs.lim.Fuel = max(lim.Fuel, r.cfg.InitFuel)
-	rs.setFuel(rs.lim.Fuel)
+	rs.fuel.Start(inst.fuel, rs.lim.Fuel)
 	for _, fn := range []struct {
 		name string
 		has  bool
@@ -266,7 +266,7 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 		} else {
 			err = mod.ExportedFunction(fn.name).CallWithStack(callCtx, nil)
 		}
-		e := rs.classify(err, ret, rs.fuelLeft(), true)
+		e := rs.classify(err, ret, rs.fuel.Left(), true)
 		if e == nil && mod.IsClosed() {
 			e = &abi.Error{Code: abi.CodeGuestError, Message: "exited"}
 		}

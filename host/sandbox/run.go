@@ -151,7 +151,7 @@ type runState struct {
 	hostCalls int
 	spans     int
 	locks     []string
-	budget    int64  // fuel not yet in the guest's counter (see setFuel)
+	fuel      Fuel   // of this call into the guest
 	denied    string // the first capability denial, if any
 	abortErr  *abi.Error
 
@@ -276,10 +276,10 @@ func (rs *runState) abort(code, format string, args ...any) {
 // charge burns fuel for work the host does on the guest's behalf; the
 // guest's metering reloads the counter after every call.
 func (rs *runState) charge(n int64) {
-	if rs.inst.fuel == nil || n <= 0 { // a start function, before the host has the counter
+	if rs.fuel.Counter == nil || n <= 0 { // a start function, before the host has the counter
 		return
 	}
-	if !rs.draw(n) {
+	if !rs.fuel.Draw(n) {
 		rs.abort(abi.CodeFuelExhausted, "fuel limit of %d exhausted (in a host call)", rs.lim.Fuel)
 	}
 }
@@ -301,7 +301,7 @@ func pagesString(pages uint64) string {
 }
 
 // classify maps how a call into the guest ended to a run error (nil: the
-// run completed). remaining is the fuel left after the call (fuelLeft), if
+// run completed). remaining is the fuel left after the call (Fuel.Left), if
 // known.
 func (rs *runState) classify(err error, ret uint32, remaining int64, fuelKnown bool) *abi.Error {
 	if rs.abortErr != nil {
@@ -407,10 +407,10 @@ func (r *Runtime) run(ctx context.Context, m *Module, req Request) Result {
 	// (hostRefuel).
 	rs.deadline = time.Now().Add(lim.Wall)
 	inst.callCtx = runCtx{Context: ctx, rs: rs}
-	rs.setFuel(lim.Fuel)
+	rs.fuel.Start(inst.fuel, lim.Fuel)
 	inst.stack[0] = 0
 	err := inst.run.CallWithStack(&inst.callCtx, inst.stack[:])
-	remaining := rs.fuelLeft()
+	remaining := rs.fuel.Left()
 	ret := uint32(inst.stack[0])
 	res := Result{
 		Err:       rs.classify(err, ret, remaining, true),

@@ -398,12 +398,12 @@ func (l *fuelListener) Before(ctx context.Context, mod api.Module, _ api.Functio
 	if rs == nil {
 		return
 	}
-	if rs.fuel == nil {
+	if rs.fuel.Counter == nil {
 		g, ok := mod.ExportedGlobal(meter.ExportName).(api.MutableGlobal)
 		if !ok {
 			return
 		}
-		rs.setFuel(g)
+		rs.fuel.Start(g, rs.lim.Fuel)
 	}
 	if l.run {
 		rs.depth++

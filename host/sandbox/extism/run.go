@@ -10,7 +10,6 @@ import (
 	"time"
 
 	extism "github.com/extism/go-sdk"
-	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/logline/logline/abi"
@@ -37,10 +36,9 @@ type runState struct {
 	caps sandbox.Capabilities
 	env  map[string]string
 
-	fuel     api.MutableGlobal // the plugin's counter, once `run` is entered
-	budget   int64             // fuel not yet in the counter (sandbox.FuelSlice at a time)
-	depth    int               // nesting of `run`
-	returned bool              // `run` returned (rather than trapped)
+	fuel     sandbox.Fuel // on the plugin's counter, once `run` is entered
+	depth    int          // nesting of `run`
+	returned bool         // `run` returned (rather than trapped)
 
 	mems      []*linearMemory
 	logs      logSink
@@ -176,37 +174,12 @@ func (rs *runState) abort(code, format string, args ...any) {
 
 // charge burns fuel for work the host does on the guest's behalf.
 func (rs *runState) charge(n int64) {
-	if rs.fuel == nil || n <= 0 { // a start function, before the host has the counter
+	if rs.fuel.Counter == nil || n <= 0 { // a start function, before the host has the counter
 		return
 	}
-	if !rs.draw(n) {
+	if !rs.fuel.Draw(n) {
 		rs.abort(abi.CodeFuelExhausted, "fuel limit of %d exhausted (in a host call)", rs.lim.Fuel)
 	}
-}
-
-// setFuel engages the plugin's counter with the run's fuel: the first
-// slice in the counter, the rest in the budget (as package sandbox does).
-func (rs *runState) setFuel(g api.MutableGlobal) {
-	rs.fuel = g
-	first := min(rs.lim.Fuel, sandbox.FuelSlice)
-	rs.budget = rs.lim.Fuel - first
-	g.Set(uint64(first))
-}
-
-// fuelLeft is the fuel the run has not used; negative if it ran out.
-func (rs *runState) fuelLeft() int64 { return int64(rs.fuel.Get()) + rs.budget }
-
-// draw takes n units from the counter, topping it up from the budget to a
-// slice when it goes below zero, and reports whether it is not overdrawn.
-func (rs *runState) draw(n int64) bool {
-	v := int64(rs.fuel.Get()) - n
-	if v < 0 {
-		add := min(rs.budget, sandbox.FuelSlice-v)
-		rs.budget -= add
-		v += add
-	}
-	rs.fuel.Set(uint64(v))
-	return v >= 0
 }
 
 // errOutOfFuel is the panic with which the refuel import ends a run whose
@@ -224,7 +197,7 @@ func refuel(ctx context.Context, _ *extism.CurrentPlugin, _ []uint64) {
 		rs.abortErr = e
 		panic(errAbort)
 	}
-	if rs.fuel == nil || !rs.draw(0) {
+	if rs.fuel.Counter == nil || !rs.fuel.Draw(0) {
 		// Without the counter engaged: a start function that used up the
 		// initial fuel.
 		panic(errOutOfFuel)
@@ -278,9 +251,9 @@ func (r *Runtime) run(ctx context.Context, p *Plugin, req sandbox.Request) (res 
 
 	rc, out, callErr := inst.CallWithContext(callCtx, abi.Entry, req.Input)
 	var remaining int64
-	fuelKnown := rs.fuel != nil
+	fuelKnown := rs.fuel.Counter != nil
 	if fuelKnown {
-		remaining = rs.fuelLeft()
+		remaining = rs.fuel.Left()
 		res.FuelUsed = min(max(lim.Fuel-remaining, 0), lim.Fuel)
 	}
 	pluginErr := ""
