@@ -120,6 +120,10 @@ const (
 	CodeNotAllowed       = "not_allowed"
 	CodeCapabilityDenied = "capability_denied"
 	CodeQuotaExceeded    = "quota_exceeded"
+	// CodeInvalidOutput: the run handed back (output, or a span it emitted)
+	// something the ledger cannot store: NUL, an unpaired surrogate, JSON
+	// too deep or too large, a number with no exact canonical form.
+	CodeInvalidOutput = "invalid_output"
 )
 
 // Tier says what a run may do. The host enforces it on every call.
@@ -165,9 +169,16 @@ type SQLResult struct {
 // (an array) and what to answer. A guest that appends many spans and does
 // not need them back asks for Result "refs" and gets one SpanRef per span
 // instead of the stored spans, which it would otherwise have to parse.
+//
+// With Check, nothing is appended: the answer is a JSON array with one
+// entry per span, null where insert_span would take it, else the Error
+// saying why not (code "invalid", "forbidden" or "conflict"). A kernel whose
+// batch was refused finds with it the items at fault, so that one bad item
+// does not fail its neighbours. Checks do not count against Limits.Spans.
 type InsertRequest struct {
 	Spans  json.RawMessage `json:"spans"`
 	Result string          `json:"result,omitempty"` // "" (the spans as stored) | "refs"
+	Check  bool            `json:"check,omitempty"`
 }
 
 // InsertResultRefs is the InsertRequest.Result asking for SpanRefs.

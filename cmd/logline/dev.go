@@ -25,8 +25,14 @@ type devInfo struct {
 	Tenant      string `json:"tenant"`
 	User        string `json:"user"`
 	DatabaseURL string `json:"database_url"`
-	KeyFile     string `json:"key_file"`
-	PublicKey   string `json:"public_key"`
+	// KeyFile is the node key: it signs what the host records and seals,
+	// and the dev token. It confers no authority.
+	KeyFile   string `json:"key_file"`
+	PublicKey string `json:"public_key"`
+	// OperatorKeyFile is the authority: it signed the seed spans and the
+	// seeded manifest trusts it (kernels it signs may boot).
+	OperatorKeyFile   string `json:"operator_key_file"`
+	OperatorPublicKey string `json:"operator_public_key"`
 }
 
 // The dev token's principal unless --tenant/--user say otherwise (the
@@ -45,8 +51,10 @@ func (a *app) devCmd() *cobra.Command {
 		Use:   "dev [--data DIR] [--addr HOST:PORT]",
 		Short: "Private PostgreSQL (unless DATABASE_URL is set) + migrate + seed + serve the API; stays up until Ctrl-C",
 		Long: `Starts a private PostgreSQL from this machine's server binaries under DIR/pg
-(as an unprivileged user when run as root), migrates it, makes a dev key (DIR/dev.key) once,
-seeds the manifest trusting it, and serves the API on --addr (default :8080). It prints the
+(as an unprivileged user when run as root), migrates it, makes two keys once — an operator key
+(DIR/operator.key) that signs the seeds and that the seeded manifest trusts, and a node key
+(DIR/node.key) that signs what the host records and confers no authority — and serves the API
+on --addr (default :8080). It prints the
 URL and a dev token (for --tenant/--user, default acme/alice) and writes them to DIR/dev.json
 with database_url. Ctrl-C stops the server and the database. A second start reuses the data.
 With DATABASE_URL (or --database-url) it uses that server instead.`,
@@ -59,6 +67,9 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 				if p, err = a.principal(); err != nil {
 					return err
 				}
+			}
+			if !cmd.Flags().Changed("data") {
+				dataDir = a.devDir()
 			}
 			dbURL := a.databaseURL
 			if dbURL == "" {
@@ -85,26 +96,28 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 			if err != nil {
 				return err
 			}
-			// A dev key, made once: it signs what the host records and the
-			// seeded manifest trusts it, so kernels signed with it may boot
-			// and tokens signed with it are accepted.
-			keyFile := filepath.Join(dataDir, "dev.key")
-			key, err := span.LoadKey(keyFile)
-			if errors.Is(err, fs.ErrNotExist) {
-				if key, err = span.GenerateKey(); err == nil {
-					err = span.WriteKeyFile(keyFile, key)
-				}
-			}
+			opKeyFile, keyFile, err := devKeyFiles(dataDir)
 			if err != nil {
-				return fmt.Errorf("dev key %s: %w", keyFile, err)
+				return err
+			}
+			opKey, err := loadOrMakeKey(opKeyFile)
+			if err != nil {
+				return err
+			}
+			key, err := loadOrMakeKey(keyFile)
+			if err != nil {
+				return err
 			}
 			l, err := ledger.Open(ctx, dbURL, ledger.WithKey(key))
 			if err != nil {
 				return err
 			}
 			defer l.Close()
-			added, _, err := seed(ctx, l, ledger.User(operatorTenant, operatorUser), key)
+			added, _, err := seed(ctx, l, ledger.User(operatorTenant, operatorUser), opKey)
 			if err != nil {
+				return err
+			}
+			if err := checkNodeKey(ctx, l); err != nil {
 				return err
 			}
 			token, err := api.IssueToken(key, p.Tenant, p.User, devTokenTTL, time.Now())
@@ -113,7 +126,8 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 			}
 			url := baseURL(ln.Addr())
 			info, err := json.MarshalIndent(devInfo{URL: url, Token: token, Tenant: p.Tenant, User: p.User,
-				DatabaseURL: dbURL, KeyFile: keyFile, PublicKey: key.PublicHex()}, "", "  ")
+				DatabaseURL: dbURL, KeyFile: keyFile, PublicKey: key.PublicHex(),
+				OperatorKeyFile: opKeyFile, OperatorPublicKey: opKey.PublicHex()}, "", "  ")
 			if err != nil {
 				return err
 			}
@@ -122,7 +136,8 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 				return fmt.Errorf("error writing %s: %w", infoPath, err)
 			}
 			a.printf("schema version %d (was %d); seeded %d spans\n", to, from, added)
-			a.printf("dev key %s (public %s), trusted by the manifest\n", keyFile, key.PublicHex())
+			a.printf("operator key %s (public %s), trusted by the manifest\n", opKeyFile, opKey.PublicHex())
+			a.printf("node key %s (public %s): signs what the host records, confers no authority\n", keyFile, key.PublicHex())
 			a.printf("DATABASE_URL=%s\n", dbURL)
 			a.printf("API %s (OpenAPI at %s/api/openapi.json)\n", url, url)
 			a.printf("TOKEN=%s\n", token)
@@ -133,7 +148,43 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data", ".logline", "directory for the private database, the dev key and dev.json")
+	cmd.Flags().StringVar(&dataDir, "data", ".logline", "directory for the private database, the dev keys and dev.json (default $LOGLINE_DATA, else .logline)")
 	o.flags(cmd.Flags())
 	return cmd
+}
+
+// devKeyFiles are the absolute paths of the dev data directory's operator
+// and node keys. A directory made before the two were split has one key,
+// dev.key, which its manifest trusts: it becomes the operator key (and a
+// new node key is made), so the host's seal stops conferring authority
+// without re-seeding anything.
+func devKeyFiles(dataDir string) (operator, node string, err error) {
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", "", err
+	}
+	operator, node = filepath.Join(dir, "operator.key"), filepath.Join(dir, "node.key")
+	legacy := filepath.Join(dir, "dev.key")
+	if _, err := os.Stat(operator); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(legacy); err == nil {
+			if err := os.Rename(legacy, operator); err != nil {
+				return "", "", fmt.Errorf("error making %s the operator key: %w", legacy, err)
+			}
+		}
+	}
+	return operator, node, nil
+}
+
+// loadOrMakeKey loads the key in file, making it first if there is none.
+func loadOrMakeKey(file string) (*span.Key, error) {
+	key, err := span.LoadKey(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		if key, err = span.GenerateKey(); err == nil {
+			err = span.WriteKeyFile(file, key)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", file, err)
+	}
+	return key, nil
 }

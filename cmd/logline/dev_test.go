@@ -144,18 +144,54 @@ func TestDevWithPrivatePostgresReusesData(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.Contains(t, body, out[0].CurrHash)
 
-	// The same dev key, and the seeded manifest (signed by it) trusts it,
-	// once: a second start seeds nothing new.
+	// The same keys; the seeded manifest is signed by the operator key and
+	// trusts it, never the node key, once: a second start seeds nothing new.
 	raw, err = os.ReadFile(filepath.Join(data, "dev.json"))
 	require.NoError(t, err)
 	var again devInfo
 	require.NoError(t, json.Unmarshal(raw, &again))
 	require.Equal(t, info.PublicKey, again.PublicKey)
+	require.Equal(t, info.OperatorPublicKey, again.OperatorPublicKey)
+	require.NotEqual(t, info.PublicKey, info.OperatorPublicKey, "node and operator keys are separate")
+	opKey, err := span.LoadKey(info.OperatorKeyFile)
+	require.NoError(t, err)
+	require.Equal(t, opKey.PublicHex(), info.OperatorPublicKey)
 	man, err := l.Get(ctx, ledger.System(), stage0.ManifestID)
 	require.NoError(t, err)
 	require.Len(t, man, 1)
-	require.Equal(t, info.PublicKey, man[0].PublicKey)
-	require.Contains(t, string(man[0].Metadata), info.PublicKey)
+	require.Equal(t, info.OperatorPublicKey, man[0].PublicKey)
+	require.Contains(t, string(man[0].Metadata), info.OperatorPublicKey)
+	require.NotContains(t, string(man[0].Metadata), info.PublicKey, "the node key confers no authority")
+}
+
+// A data directory from before the keys were split had one key, dev.key,
+// which its manifest trusts: it becomes the operator key, and dev makes a
+// new node key, so the host's seal stops conferring authority.
+func TestDevSplitsALegacyKey(t *testing.T) {
+	t.Parallel()
+	url := testPG.TestDatabase(t, "devlegacy")
+	data := t.TempDir()
+	legacy, err := span.GenerateKey()
+	require.NoError(t, err)
+	require.NoError(t, span.WriteKeyFile(filepath.Join(data, "dev.key"), legacy))
+	// The old dev: one key was node key, trusted key and token key.
+	ctx := context.Background()
+	_, _, err = ledger.Migrate(ctx, url)
+	require.NoError(t, err)
+	l, err := ledger.Open(ctx, url, ledger.WithKey(legacy))
+	require.NoError(t, err)
+	_, _, err = seed(ctx, l, ledger.User(operatorTenant, operatorUser), legacy)
+	l.Close()
+	require.NoError(t, err)
+
+	_, stop := startDev(t, map[string]string{"DATABASE_URL": url}, "--data", data)
+	defer stop()
+	info := readDevInfo(t, data)
+	require.Equal(t, legacy.PublicHex(), info.OperatorPublicKey)
+	require.NotEqual(t, legacy.PublicHex(), info.PublicKey)
+	require.NoFileExists(t, filepath.Join(data, "dev.key"))
+	code, body := call(t, http.MethodGet, info.URL+"/api/spans", info.Token, "")
+	require.Equal(t, http.StatusOK, code, body)
 }
 
 func TestDevWithDatabaseURL(t *testing.T) {
@@ -173,4 +209,32 @@ func TestDevWithDatabaseURL(t *testing.T) {
 func rowsAfterStop(t *testing.T, url string, stop func() int) int {
 	require.Equal(t, 0, stop())
 	return rows(t, url)
+}
+
+// The CLI finds the node key as serve and dev do: pointed at the database of
+// `logline dev`, it signs the runs it records with dev's node key.
+func TestCLIUsesTheDevNodeKey(t *testing.T) {
+	t.Parallel()
+	url := testPG.TestDatabase(t, "devkey")
+	data := t.TempDir()
+	_, stop := startDev(t, map[string]string{"DATABASE_URL": url}, "--data", data)
+	defer stop()
+	info := readDevInfo(t, data)
+	env := map[string]string{"DATABASE_URL": url, "LOGLINE_DATA": data, "LOGLINE_TENANT": "acme", "LOGLINE_USER": "alice"}
+	fn := writeFile(t, "one.js", []byte("return 1"))
+	r := cli(t, env, "", "publish", fn, "--name", "one", "--kind", "function")
+	require.Equal(t, 0, r.code, r.err)
+	r = cli(t, env, "", "run", publishedID.FindStringSubmatch(r.out)[1], "--json")
+	require.Equal(t, 0, r.code, r.err)
+	var ex span.Span
+	require.NoError(t, json.Unmarshal([]byte(r.out), &ex))
+	require.Equal(t, info.PublicKey, ex.PublicKey, "signed by dev's node key")
+	require.NoError(t, span.Verify(&ex))
+
+	// Another database: not dev's, so not its key.
+	other := map[string]string{"DATABASE_URL": testPG.Database(t, "devkey2"), "LOGLINE_DATA": data,
+		"LOGLINE_TENANT": "acme", "LOGLINE_USER": "alice"}
+	r = cli(t, other, "", "publish", fn, "--name", "one", "--kind", "function", "--json")
+	require.Equal(t, 0, r.code, r.err)
+	require.NotContains(t, r.out, info.PublicKey)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/logline/logline/host/engine"
 	"github.com/logline/logline/host/ledger"
 	"github.com/logline/logline/host/span"
+	"github.com/logline/logline/host/stage0"
 )
 
 // serveOptions are the server settings `serve` and `dev` share.
@@ -63,6 +64,9 @@ server seals and verifies bearer tokens, together with the keys the manifest tru
 				return err
 			}
 			defer l.Close()
+			if err := checkNodeKey(ctx, l); err != nil {
+				return err
+			}
 			ln, err := net.Listen("tcp", o.addr)
 			if err != nil {
 				return usageError{fmt.Errorf("--addr: %w", err)}
@@ -77,6 +81,18 @@ server seals and verifies bearer tokens, together with the keys the manifest tru
 	o.flags(cmd.Flags())
 	cmd.Flags().StringVar(&keyFile, "key", "", "node key file (default $LOGLINE_KEY_FILE)")
 	return cmd
+}
+
+// checkNodeKey refuses to serve when the manifest names the node key as an
+// authority (stage0.Manifest.CheckAuthority says why); no manifest yet is
+// fine.
+func checkNodeKey(ctx context.Context, l *ledger.Ledger) error {
+	_, err := stage0.New(l, nil, nil).LoadManifest(ctx)
+	var r *stage0.Refusal
+	if errors.As(err, &r) && r.Code == stage0.CodeNodeKeyIsAuthority {
+		return usageError{fmt.Errorf("refusing to start: %s", r.Message)}
+	}
+	return nil
 }
 
 func ledgerOptions(key *span.Key) []ledger.Option {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/logline/logline/host/span"
 )
 
 // call makes one API request and returns the status and body.
@@ -169,4 +171,23 @@ func TestServeUsage(t *testing.T) {
 	require.Equal(t, exitUsage, r.code, r.err)
 	r = cli(t, env, "", "serve", "--addr", "not an address")
 	require.Equal(t, exitUsage, r.code, r.err)
+}
+
+// The host refuses to start when its node key is one the manifest gives
+// authority: it seals every unsigned span with it.
+func TestServeRefusesANodeKeyWithAuthority(t *testing.T) {
+	t.Parallel()
+	env := newEnv(t)
+	key := filepath.Join(t.TempDir(), "one.key")
+	require.Equal(t, 0, cli(t, nil, "", "keys", "gen", "--out", key).code)
+	k, err := span.LoadKey(key)
+	require.NoError(t, err)
+	r := cli(t, map[string]string{"DATABASE_URL": env["DATABASE_URL"]}, "", "seed", "--key", key)
+	require.Equal(t, 0, r.code, r.err)
+	env["LOGLINE_KEY_FILE"] = key
+	r = cli(t, env, "", "serve", "--addr", "127.0.0.1:0")
+	require.Equal(t, exitUsage, r.code, r.err)
+	require.Contains(t, r.err, "refusing to start")
+	require.Contains(t, r.err, k.PublicHex())
+	require.Contains(t, r.err, "trusted_keys")
 }

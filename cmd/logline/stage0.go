@@ -18,9 +18,36 @@ import (
 	"github.com/logline/logline/host/stage0"
 )
 
-// nodeKeyFile is the key the host signs what it records with
-// ($LOGLINE_KEY_FILE); "" means unsigned.
-func (a *app) nodeKeyFile() string { return a.getenv("LOGLINE_KEY_FILE") }
+// nodeKeyFile is the key the host signs what it records with, found as
+// serve and dev find it: $LOGLINE_KEY_FILE, else, for a CLI pointed at the
+// database of `logline dev`, the node key its dev.json names; "" means
+// unsigned.
+func (a *app) nodeKeyFile() string {
+	if f := a.getenv("LOGLINE_KEY_FILE"); f != "" {
+		return f
+	}
+	b, err := os.ReadFile(filepath.Join(a.devDir(), "dev.json"))
+	if err != nil {
+		return ""
+	}
+	var info devInfo
+	if json.Unmarshal(b, &info) != nil || info.DatabaseURL == "" {
+		return ""
+	}
+	if u, err := a.dbURL(); err != nil || u != info.DatabaseURL {
+		return ""
+	}
+	return info.KeyFile
+}
+
+// devDir is the data directory of `logline dev`: $LOGLINE_DATA, else
+// .logline.
+func (a *app) devDir() string {
+	if d := a.getenv("LOGLINE_DATA"); d != "" {
+		return d
+	}
+	return ".logline"
+}
 
 // host opens the ledger and a sandbox runtime for Stage-0 commands.
 func (a *app) host(ctx context.Context) (*stage0.Host, func(), error) {
@@ -150,6 +177,11 @@ func (a *app) runCmd() *cobra.Command {
 			}
 			if input != "" && !json.Valid([]byte(input)) {
 				return usagef("--input is not valid JSON")
+			}
+			if input != "" {
+				if err := span.CheckJSON("input", []byte(input)); err != nil {
+					return usagef("--input: %v", err)
+				}
 			}
 			h, done, err := a.host(cmd.Context())
 			if err != nil {

@@ -103,6 +103,20 @@ func TestSeedPublishBootRun(t *testing.T) {
 	require.Contains(t, r.out, "fuel_exhausted")
 	r = cli(t, env, "", "run", fid, "--input", `{bad`)
 	require.Equal(t, 2, r.code)
+	r = cli(t, env, "", "run", fid, "--input", `{"s":"a\u0000b"}`)
+	require.Equal(t, 2, r.code, "an input the ledger could not record")
+	require.Contains(t, r.err, `\u0000`)
+
+	// A function whose output the ledger cannot store: a recorded run that
+	// failed with invalid_output, not an unrecorded one.
+	nul := writeFile(t, "nul.js", []byte(`return "a\u0000b"`))
+	r = cli(t, env, "", "publish", nul, "--name", "nul", "--kind", "function")
+	require.Equal(t, 0, r.code, r.err)
+	r = cli(t, env, "", "run", publishedID.FindStringSubmatch(r.out)[1], "--json")
+	require.Equal(t, 1, r.code, r.err)
+	require.NoError(t, json.Unmarshal([]byte(r.out), &ex))
+	require.Equal(t, "error", ex.Status)
+	require.Contains(t, string(ex.Error), "invalid_output")
 
 	// Code that could never run is refused at publish, and nothing is written.
 	before := rows(t, env["DATABASE_URL"])

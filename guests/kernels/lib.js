@@ -64,6 +64,35 @@ function nextVersion(latest, span) {
   return Object.assign(span, { seq: latest ? latest.seq + 1 : 0 });
 }
 
+// appendAll appends spans as one array (all or none). When the ledger
+// refuses the array, it asks which spans are at fault (insertSpan's check,
+// which appends nothing) and appends the others, each bad one replaced by
+// what repair(span, verdict) gives in its place (null: dropped), so that
+// one bad item never fails its neighbours. A bad span repair has nothing
+// for (undefined) keeps the refusal and the pass fails: that is how a
+// conflict on bookkeeping (a cursor, a counter: another engine did the
+// work) must end.
+async function appendAll(insertSpan, spans, repair) {
+  try {
+    return await insertSpan({ spans, result: 'refs' });
+  } catch (e) {
+    if (!e || (e.code !== 'invalid' && e.code !== 'failed')) throw e;
+    const verdicts = await insertSpan({ spans, check: true });
+    if (!verdicts.some(Boolean)) throw e;
+    const kept = [];
+    for (let i = 0; i < spans.length; i++) {
+      if (!verdicts[i]) {
+        kept.push(spans[i]);
+        continue;
+      }
+      const r = repair(spans[i], verdicts[i]);
+      if (r === undefined) throw e;
+      if (r) kept.push(r);
+    }
+    return kept.length ? insertSpan({ spans: kept, result: 'refs' }) : [];
+  }
+}
+
 // Cursors are positions in commit order, "tx.ord" (see ledger.Query): rows
 // are read only below the oldest running transaction, so a row that commits
 // late never lands behind a cursor.
@@ -235,7 +264,15 @@ async function runRequests(ctx, reqs, lane, exclusive) {
     }));
   }
   // refs: the stored spans are not needed back (parsing them is a fifth
-  // of a pass's fuel).
-  await insertSpan({ spans: out, result: 'refs' });
+  // of a pass's fuel). An execution the ledger refuses is recorded as
+  // failed with why; a status_patch is dropped; anything else refused
+  // fails the pass (another engine did this work).
+  await appendAll(insertSpan, out, (s, v) => {
+    if (s.entity_type === 'execution') {
+      return Object.assign({}, s, { status: 'error', output: undefined,
+        error: { code: 'invalid_output', message: `the execution could not be recorded as it ran: ${v.message}` } });
+    }
+    return s.entity_type === 'status_patch' ? null : undefined;
+  });
   return { processed: reqs.length, ran, blocked };
 }

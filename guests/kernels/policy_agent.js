@@ -46,6 +46,7 @@ globalThis.default = async function main(ctx) {
       : { owner_id: p.owner_id, visibility: p.visibility || 'private' };
     const base = baseFor(candidates[0]);
     const out = [];
+    const actionOf = new Map(); // span appended for an action → the action's span and index
     const res = await exec(p.id, { batch: candidates });
     const results = res.status === 'complete' && Array.isArray(res.output) ? res.output : null;
     if (!results || results.length !== candidates.length) {
@@ -70,6 +71,7 @@ globalThis.default = async function main(ctx) {
         }
         ((r && r.actions) || []).forEach((a, j) => {
           const id = derivedId(crypto, 'action', p.id, s.id, s.seq, j);
+          const before = out.length;
           if (a && a.run === 'run_code' && a.span_id) {
             out.push(Object.assign({
               id, seq: 0, entity_type: 'request', who: 'edge:policy_agent', did: 'triggered', this: 'run_code',
@@ -86,11 +88,26 @@ globalThis.default = async function main(ctx) {
           } else {
             console.warn(`policy ${p.id}: span ${s.id}: unknown action ${JSON.stringify(a)}`);
           }
+          if (out.length > before) actionOf.set(out[out.length - 1], { s, j });
         });
       });
     }
     out.push(advance(cursor, cursorId, p, rows));
-    await insertSpan({ spans: out, result: 'refs' });
+    // An action the ledger refuses (a span the policy emitted that is not
+    // a valid span, names an id that exists, ...) becomes a policy_error
+    // naming it; the other actions and the cursor are appended all the
+    // same.
+    await appendAll(insertSpan, out, (x, v) => {
+      const a = actionOf.get(x);
+      if (!a) return undefined;
+      return Object.assign({
+        id: derivedId(crypto, 'policy_error', p.id, a.s.id, a.s.seq, 'action', a.j), seq: 0,
+        entity_type: 'policy_error', who: 'edge:policy_agent', did: 'failed', this: p.name || 'policy', status: 'error',
+        parent_id: p.id, related_to: [p.id, a.s.id],
+        error: { code: 'invalid_output', message: `action ${a.j} on span ${a.s.id}: the ledger refused what it emits: ${v.message}` },
+        metadata: { policy_id: p.id, policy_seq: p.seq, spans: [`${a.s.id}/${a.s.seq}`], action: a.j },
+      }, baseFor(a.s));
+    });
     evaluated += candidates.length;
     actions += out.length - 1;
   }

@@ -40,6 +40,14 @@ func (f *fakeCaps) SQL(_ context.Context, req abi.SQLRequest) ([]byte, error) {
 	return rows, nil
 }
 
+func (f *fakeCaps) CheckSpans(_ context.Context, spans []byte) ([]byte, error) {
+	var items []json.RawMessage
+	if err := json.Unmarshal(spans, &items); err != nil {
+		return nil, err
+	}
+	return json.Marshal(make([]*abi.Error, len(items)))
+}
+
 func (f *fakeCaps) InsertSpan(_ context.Context, span []byte) ([]byte, error) {
 	f.calls.Add(1)
 	f.mu.Lock()

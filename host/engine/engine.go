@@ -85,6 +85,39 @@ type Engine struct {
 	// globals: the latest manifest read has global policies, which every
 	// tenant's policy agent evaluates (until the first read: assume so).
 	globals atomic.Bool
+
+	failMu  sync.Mutex
+	failing map[pass]*failure // passes whose last run failed
+}
+
+// pass names the kernel passes of one loop for one tenant and lane.
+type pass struct {
+	loop, tenant string
+	lane         int
+}
+
+// failure is a pass that keeps failing: it runs again only after its
+// back-off, so a pass that fails on the same work (a kernel bug, a span the
+// ledger refuses) records one error span per back-off step instead of one
+// per wake-up.
+type failure struct {
+	attempts int
+	until    time.Time
+}
+
+// Back-off of a failing pass: Backoff after the first failure, doubling up
+// to MaxBackoff.
+const (
+	Backoff    = time.Second
+	MaxBackoff = 5 * time.Minute
+)
+
+func backoff(attempt int) time.Duration {
+	d := Backoff
+	for i := 1; i < attempt && d < MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, MaxBackoff)
 }
 
 // New makes an Engine over a ledger and the Stage-0 host that boots its
@@ -97,7 +130,7 @@ func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
 		cfg.Log = slog.Default()
 	}
 	e := &Engine{l: l, h: h, cfg: cfg, log: cfg.Log.With("component", "engine"), loops: map[string]*loop{},
-		sem: make(chan struct{}, cfg.Concurrency)}
+		sem: make(chan struct{}, cfg.Concurrency), failing: map[pass]*failure{}}
 	e.globals.Store(true)
 	for _, name := range []string{Observer, RequestWorker, PolicyAgent} {
 		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true}
@@ -449,12 +482,15 @@ func (e *Engine) runTenants(ctx context.Context, lp *loop, kernel string, tenant
 			if ctx.Err() != nil {
 				break
 			}
+			if e.waiting(pass{lp.name, t, lane}) {
+				continue // marked again when its back-off ends
+			}
 			sem <- struct{}{}
 			wg.Add(1)
 			e.runs.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done(); e.runs.Done() }()
-				if e.tick(ctx, lp.name, kernel, t, lane, lanes) {
+				if e.tick(ctx, lp, kernel, t, lane, lanes) {
 					lp.mark(t)
 				}
 			}()
@@ -466,7 +502,19 @@ func (e *Engine) runTenants(ctx context.Context, lp *loop, kernel string, tenant
 // tick runs one kernel pass for a tenant and reports whether it left work
 // for another pass. An ending engine lets the pass finish: a run cut short
 // would be recorded as a failure.
-func (e *Engine) tick(ctx context.Context, name, kernel, tenant string, lane, lanes int) (more bool) {
+func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane, lanes int) (more bool) {
+	name := lp.name
+	key := pass{name, tenant, lane}
+	attempt := e.attempts(key) + 1
+	// Said in the error span of this pass, should it fail: the step of the
+	// back-off it starts.
+	note := map[string]any{"attempt": attempt, "backoff_ms": backoff(attempt).Milliseconds(), "loop": name, "lane": lane}
+	failed := true
+	defer func() {
+		if ctx.Err() == nil || !failed {
+			e.settle(lp, key, attempt, failed)
+		}
+	}()
 	env := map[string]string{"TENANT": tenant}
 	if lanes > 1 {
 		env["LANE"], env["LANES"] = strconv.Itoa(lane), strconv.Itoa(lanes)
@@ -475,7 +523,7 @@ func (e *Engine) tick(ctx context.Context, name, kernel, tenant string, lane, la
 		env["BATCH"] = strconv.Itoa(e.cfg.Batch)
 	}
 	start := time.Now()
-	res, err := e.h.Tick(context.WithoutCancel(ctx), kernel, tenant, env)
+	res, err := e.h.Tick(context.WithoutCancel(ctx), kernel, tenant, env, note)
 	if err != nil {
 		var r *stage0.Refusal
 		if errors.As(err, &r) {
@@ -489,6 +537,7 @@ func (e *Engine) tick(ctx context.Context, name, kernel, tenant string, lane, la
 		e.log.Warn("kernel failed", "kernel", name, "tenant", tenant, "code", res.Err.Code, "err", res.Err.Message)
 		return false
 	}
+	failed = false
 	var out struct {
 		More      bool `json:"more"`
 		Processed int  `json:"processed"`
@@ -498,4 +547,38 @@ func (e *Engine) tick(ctx context.Context, name, kernel, tenant string, lane, la
 	e.log.Debug("kernel pass", "kernel", name, "tenant", tenant, "lane", lane, "output", string(res.Output), "took", time.Since(start),
 		"fuel", res.FuelUsed, "host_calls", res.HostCalls, "warm", res.Warm)
 	return out.More
+}
+
+// waiting reports whether pass k is in its back-off.
+func (e *Engine) waiting(k pass) bool {
+	e.failMu.Lock()
+	defer e.failMu.Unlock()
+	f := e.failing[k]
+	return f != nil && time.Now().Before(f.until)
+}
+
+func (e *Engine) attempts(k pass) int {
+	e.failMu.Lock()
+	defer e.failMu.Unlock()
+	if f := e.failing[k]; f != nil {
+		return f.attempts
+	}
+	return 0
+}
+
+// settle records how pass k's run of attempt ended: a success forgets its
+// failures; a failure starts the attempt's back-off, at whose end the
+// tenant is marked for the loop again.
+func (e *Engine) settle(lp *loop, k pass, attempt int, failed bool) {
+	e.failMu.Lock()
+	defer e.failMu.Unlock()
+	if !failed {
+		delete(e.failing, k)
+		return
+	}
+	wait := backoff(attempt)
+	e.failing[k] = &failure{attempts: attempt, until: time.Now().Add(wait)}
+	e.log.Warn("kernel pass failed; backing off", "kernel", k.loop, "tenant", k.tenant, "lane", k.lane,
+		"attempt", attempt, "backoff", wait)
+	time.AfterFunc(wait, func() { lp.mark(k.tenant) })
 }

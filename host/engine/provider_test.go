@@ -95,7 +95,7 @@ func TestProviderExec(t *testing.T) {
 		return w.append(t, alice, span.Span{EntityType: "provider", Who: "alice", This: "provider", Status: "active", Metadata: m})[0].ID
 	}
 	call := func(id, payload string) (sandbox.Result, []span.Span) {
-		res, err := h.Tick(ctx, providerKernel, "acme", map[string]string{"PROVIDER_ID": id, "PROVIDER_PAYLOAD": payload})
+		res, err := h.Tick(ctx, providerKernel, "acme", map[string]string{"PROVIDER_ID": id, "PROVIDER_PAYLOAD": payload}, nil)
 		require.NoError(t, err)
 		return res, w.spans(t, "provider_execution", id)
 	}

@@ -30,17 +30,8 @@ const MaxBatch = 1000
 // prev_hash is linked to the previous version, and curr_hash and, with a
 // node key, signature and public_key are computed.
 func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([]span.Span, error) {
-	if err := p.Validate(); err != nil {
+	if err := checkBatch(p, len(spans)); err != nil {
 		return nil, err
-	}
-	if p.Kind == KindSystem {
-		return nil, fmt.Errorf("%w: the system principal is read-only", ErrForbidden)
-	}
-	if len(spans) == 0 {
-		return nil, fmt.Errorf("%w: no spans to append", ErrInvalid)
-	}
-	if len(spans) > MaxBatch {
-		return nil, fmt.Errorf("%w: %d spans in one batch, at most %d", ErrInvalid, len(spans), MaxBatch)
 	}
 	out := make([]span.Span, len(spans))
 	copy(out, spans)
@@ -282,6 +273,25 @@ func Fill(p Principal, s *span.Span, now string) error {
 	}
 	if s.At == "" {
 		s.At = now
+	}
+	return nil
+}
+
+// checkBatch refuses a batch of n spans that p may not append, whatever
+// the spans: a principal that is not valid or is the (read-only) system,
+// an empty batch, one over MaxBatch.
+func checkBatch(p Principal, n int) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if p.Kind == KindSystem {
+		return fmt.Errorf("%w: the system principal is read-only", ErrForbidden)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: no spans to append", ErrInvalid)
+	}
+	if n > MaxBatch {
+		return fmt.Errorf("%w: %d spans in one batch, at most %d", ErrInvalid, n, MaxBatch)
 	}
 	return nil
 }

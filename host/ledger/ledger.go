@@ -53,6 +53,17 @@ type Option func(*Ledger)
 // Without it, spans that arrive unsigned are stored with their hash only.
 func WithKey(k *span.Key) Option { return func(l *Ledger) { l.key = k } }
 
+// NodeKey is the public key (hex) Append seals with, or "" without one.
+// What the host seals proves only that the host stored it, so the node key
+// must never be one that confers authority (stage0 refuses a manifest that
+// names it).
+func (l *Ledger) NodeKey() string {
+	if l.key == nil {
+		return ""
+	}
+	return l.key.PublicHex()
+}
+
 // WithClock replaces the clock that stamps `at`, for deterministic tests.
 func WithClock(now func() time.Time) Option { return func(l *Ledger) { l.now = now } }
 

@@ -98,6 +98,14 @@ func (f *fakeCaps) SQL(ctx context.Context, req abi.SQLRequest) ([]byte, error) 
 	return json.Marshal(abi.SQLResult{Rows: []map[string]any{{"n": 1}}})
 }
 
+func (f *fakeCaps) CheckSpans(_ context.Context, spans []byte) ([]byte, error) {
+	var items []json.RawMessage
+	if err := json.Unmarshal(spans, &items); err != nil {
+		return nil, err
+	}
+	return json.Marshal(make([]*abi.Error, len(items)))
+}
+
 func (f *fakeCaps) InsertSpan(_ context.Context, span []byte) ([]byte, error) {
 	f.record("insert_span " + string(span))
 	return []byte(`{"id":"s1"}`), nil

@@ -163,7 +163,11 @@ func (rs *runState) capCall(fn string, call func(context.Context) error) int32 {
 		return 0
 	}
 	var ce *CallError
+	var end *Error
 	switch {
+	case errors.As(err, &end):
+		rs.abort(end.Code, "%s", end.Message) // does not return
+		return 0
 	case errors.As(err, &ce):
 		code := ce.Code
 		if !knownCode(code) {
@@ -293,6 +297,19 @@ func hostInsertSpan(ctx context.Context, _ api.Module, stack []uint64) {
 	req, err := ParseInsertRequest(body)
 	if err != nil {
 		setI64(stack, int64(rs.fail(abi.ErrInvalid, "insert_span: %v", err)))
+		return
+	}
+	if req.Check {
+		var out []byte
+		code := rs.capCall(abi.FnInsertSpan, func(ctx context.Context) (err error) {
+			out, err = rs.caps.CheckSpans(ctx, slices.Clone(req.Spans))
+			return err
+		})
+		if code < 0 {
+			setI64(stack, int64(code))
+			return
+		}
+		setI64(stack, rs.succeed(out))
 		return
 	}
 	n := req.N

@@ -15,6 +15,7 @@ type InsertRequest struct {
 	Spans []byte // what Capabilities.InsertSpan gets: one span or an array
 	N     int    // how many spans: each counts against Limits.Spans
 	Refs  bool   // answer with abi.SpanRefs (see RefsOf)
+	Check bool   // append nothing: Capabilities.CheckSpans answers
 }
 
 // ParseInsertRequest reads an insert_span request: a span, an array of
@@ -39,7 +40,10 @@ func ParseInsertRequest(body []byte) (InsertRequest, error) {
 			if !IsJSONArray(env.Spans) {
 				return InsertRequest{}, errors.New("spans must be an array")
 			}
-			req.Spans = env.Spans
+			if env.Check && req.Refs {
+				return InsertRequest{}, errors.New("a check answers one verdict per span: result must be absent")
+			}
+			req.Spans, req.Check = env.Spans, env.Check
 		}
 	}
 	if IsJSONArray(req.Spans) {

@@ -20,8 +20,10 @@ import (
 // only for runs of abi.TierKernel, after counting the call against
 // Limits.HostCalls, with a context that expires after
 // Limits.HostCallTimeout. Return a *CallError (see CallErrorf, Denied,
-// NotFound, Invalid) to hand the guest a specific code; any other error
-// reaches it as abi.ErrFailed.
+// NotFound, Invalid) to hand the guest a specific code, or an *Error to end
+// the run with that Error's code (for what the guest handed over that no
+// answer can make right, such as a span the ledger cannot store); any other
+// error reaches it as abi.ErrFailed.
 type Capabilities interface {
 	// SQL runs one read-only SELECT; it returns the JSON of an
 	// abi.SQLResult.
@@ -29,6 +31,10 @@ type Capabilities interface {
 	// InsertSpan validates, signs and appends a span given as JSON; it
 	// returns the stored span as JSON.
 	InsertSpan(ctx context.Context, span []byte) ([]byte, error)
+	// CheckSpans tells, for a JSON array of spans, which InsertSpan would
+	// refuse, appending nothing: a JSON array with null or an abi.Error per
+	// span (abi.InsertRequest.Check).
+	CheckSpans(ctx context.Context, spans []byte) ([]byte, error)
 	// Lock takes key for ttl; false means another holder has it. Locks
 	// still held when the run ends are released with Unlock.
 	Lock(ctx context.Context, key string, ttl time.Duration) (bool, error)

@@ -1,6 +1,7 @@
 package span
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -334,4 +335,70 @@ func isLowerHex(v string, n int) bool {
 		}
 	}
 	return true
+}
+
+// CheckJSON reports whether raw can be stored as a jsonb field of a span
+// (input, output, error, metadata) exactly as Validate would accept it there:
+// it is the check for JSON a guest hands back, made before the host builds
+// a span around it, so that an unstorable value fails the one run that made
+// it rather than the append of a whole batch. The error is a *FieldError
+// naming field.
+func CheckJSON(field string, raw []byte) error {
+	st := getCanon()
+	defer putCanon(st)
+	st.tree.reset()
+	if _, fast := st.tree.parse(raw, true); fast != "" {
+		r := checkJSON(field, raw)
+		if r == "" {
+			r = fast
+		}
+		return &FieldError{Field: field, Reason: r}
+	}
+	return nil
+}
+
+// CleanText makes s storable as span text (valid UTF-8 without NUL),
+// replacing what is not with U+FFFD: for messages the host writes that
+// carry a guest's words (a thrown error, a log line).
+func CleanText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// CheckStorable reports whether JSON text could be stored anywhere in the
+// ledger once decoded, whatever its shape: valid UTF-8, valid JSON, no
+// \u0000 and no unpaired surrogate escape in any string or key (Postgres
+// text and jsonb refuse them), nested at most MaxJSONDepth+1 levels (a span
+// object around its jsonb fields). What it refuses no span built from it
+// can hold; what it accepts may still be an invalid span, for Validate to
+// say.
+func CheckStorable(raw []byte) error {
+	if !utf8.Valid(raw) {
+		return fmt.Errorf("is not valid UTF-8")
+	}
+	if !json.Valid(raw) {
+		return fmt.Errorf("is not valid JSON")
+	}
+	if r := checkEscapes(raw, false); r != "" {
+		return fmt.Errorf("%s", r)
+	}
+	depth, inString := 0, false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			if depth++; depth > MaxJSONDepth+1 {
+				return fmt.Errorf("nests deeper than %d levels", MaxJSONDepth+1)
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return nil
 }

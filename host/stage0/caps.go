@@ -131,6 +131,11 @@ func (c *kernelCaps) SQL(ctx context.Context, req abi.SQLRequest) ([]byte, error
 // (one transaction: all or none). The host seals them: whatever proofs the
 // guest supplies are dropped, so guests never sign anything.
 func (c *kernelCaps) InsertSpan(ctx context.Context, raw []byte) ([]byte, error) {
+	if err := span.CheckStorable(raw); err != nil {
+		// No answer makes this right (no span built from it could be
+		// stored): the run ends, with invalid_output in its execution.
+		return nil, &sandbox.Error{Code: abi.CodeInvalidOutput, Message: "insert_span: the span JSON " + err.Error()}
+	}
 	items := []json.RawMessage{raw}
 	array := false
 	if sandbox.IsJSONArray(raw) {
@@ -163,6 +168,57 @@ func (c *kernelCaps) InsertSpan(ctx context.Context, raw []byte) ([]byte, error)
 		return json.Marshal(&out[0])
 	}
 	return json.Marshal(out)
+}
+
+// CheckSpans judges an array of spans as InsertSpan would take them, and
+// appends nothing (abi.InsertRequest.Check).
+func (c *kernelCaps) CheckSpans(ctx context.Context, raw []byte) ([]byte, error) {
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, callErr(abi.ErrInvalid, "insert_span: %v", err)
+	}
+	verdicts := make([]*abi.Error, len(items))
+	var spans []span.Span
+	var at []int // index in items of each of spans
+	for i, item := range items {
+		if err := span.CheckStorable(item); err != nil {
+			verdicts[i] = &abi.Error{Code: abi.CodeInvalidOutput, Message: "the span JSON " + err.Error()}
+			continue
+		}
+		one, err := span.Decode(bytes.NewReader(item))
+		if err == nil && len(one) != 1 {
+			err = fmt.Errorf("want one span object, got %d", len(one))
+		}
+		if err != nil {
+			verdicts[i] = &abi.Error{Code: abi.ErrName(abi.ErrInvalid), Message: span.CleanText(err.Error())}
+			continue
+		}
+		s := one[0]
+		s.At, s.PrevHash, s.CurrHash, s.Signature, s.PublicKey = "", "", "", "", ""
+		spans = append(spans, s)
+		at = append(at, i)
+	}
+	var errs []error
+	if len(spans) > 0 {
+		var err error
+		if errs, err = c.h.ledger.Check(ctx, c.p, spans); err != nil {
+			return nil, ledgerErr(err)
+		}
+	}
+	for j, e := range errs {
+		if e == nil {
+			continue
+		}
+		code := abi.ErrName(abi.ErrInvalid)
+		switch {
+		case errors.Is(e, ledger.ErrForbidden):
+			code = "forbidden"
+		case errors.Is(e, ledger.ErrSeqConflict), errors.Is(e, ledger.ErrChain):
+			code = "conflict"
+		}
+		verdicts[at[j]] = &abi.Error{Code: code, Message: span.CleanText(e.Error())}
+	}
+	return json.Marshal(verdicts)
 }
 
 func (c *kernelCaps) Lock(ctx context.Context, key string, _ time.Duration) (bool, error) {
@@ -229,7 +285,7 @@ func (c *kernelCaps) Exec(ctx context.Context, req abi.ExecRequest) (abi.ExecRes
 	if res.Err != nil {
 		out.Status, out.Error = "error", res.Err
 	} else if len(res.Output) > 0 {
-		out.Output = jsonOrString(res.Output)
+		out.Output = asJSON(res.Output)
 	}
 	return out, nil
 }

@@ -33,7 +33,7 @@ func TestKernelExecAndBatchInsert(t *testing.T) {
 		b.signedAppend(t, author, nil, s)
 	}
 	kernel(abi.FnExec, fmt.Sprintf(`{"span_id":%q,"input":{"x":1}}`, fnID))
-	res, err := b.host.Tick(ctx, kernelID, "acme", nil)
+	res, err := b.host.Tick(ctx, kernelID, "acme", nil, nil)
 	require.NoError(t, err)
 	require.Nil(t, res.Err)
 	var ex abi.ExecResult
@@ -49,7 +49,7 @@ func TestKernelExecAndBatchInsert(t *testing.T) {
 
 	// exec of something that is not a function or policy is invalid.
 	kernel(abi.FnExec, fmt.Sprintf(`{"span_id":%q}`, kernelID))
-	res, err = b.host.Tick(ctx, kernelID, "acme", nil)
+	res, err = b.host.Tick(ctx, kernelID, "acme", nil, nil)
 	require.NoError(t, err)
 	require.NotNil(t, res.Err)
 	require.Equal(t, abi.CodeGuestError, res.Err.Code)
@@ -62,7 +62,7 @@ func TestKernelExecAndBatchInsert(t *testing.T) {
 	// An array appends together: all or none.
 	two := `[{"entity_type":"note","who":"k","this":"a","owner_id":"author"},{"entity_type":"note","who":"k","this":"b","owner_id":"author"}]`
 	kernel(abi.FnInsertSpan, two)
-	res, err = b.host.Tick(ctx, kernelID, "acme", nil)
+	res, err = b.host.Tick(ctx, kernelID, "acme", nil, nil)
 	require.NoError(t, err)
 	require.Nil(t, res.Err)
 	var stored []span.Span
@@ -74,7 +74,7 @@ func TestKernelExecAndBatchInsert(t *testing.T) {
 	}
 	bad := `[{"entity_type":"note","who":"k","this":"a","owner_id":"author"},{"entity_type":"note","who":"k","this":"b","owner_id":"author","tenant_id":"other"}]`
 	kernel(abi.FnInsertSpan, bad)
-	res, err = b.host.Tick(ctx, kernelID, "acme", nil)
+	res, err = b.host.Tick(ctx, kernelID, "acme", nil, nil)
 	require.NoError(t, err)
 	require.NotNil(t, res.Err)
 	notes, err := b.ledger.Query(ctx, ledger.System(), ledger.Filter{EntityType: "note", Desc: true})

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 
 	"github.com/google/uuid"
@@ -79,7 +80,40 @@ func New(l *ledger.Ledger, rt *sandbox.Runtime, ext *extism.Runtime) *Host {
 // program is loaded code of any runtime, ready to run.
 type program struct {
 	hash string
-	run  func(context.Context, sandbox.Request) sandbox.Result
+	call func(context.Context, sandbox.Request) sandbox.Result
+}
+
+// run runs the program once. What it hands back is made recordable: every
+// path that records a run (an execution span, an exec answer a kernel
+// records, a policy's actions) gets the same verdict on the same output.
+func (p *program) run(ctx context.Context, req sandbox.Request) sandbox.Result {
+	res := p.call(ctx, req)
+	recordable(&res)
+	return res
+}
+
+// recordable makes a run's result storable in the ledger, whatever the
+// guest did: an output the ledger cannot store (NUL, an unpaired surrogate,
+// too deep, too large, a number with no exact canonical form) ends the run
+// with invalid_output instead of failing the append of the span that would
+// carry it (and, in a kernel's batch, of every span beside it); an error
+// message, which may quote the guest, becomes valid UTF-8 without NUL.
+func recordable(res *sandbox.Result) {
+	if res.Err == nil && len(res.Output) > 0 {
+		if err := span.CheckJSON("output", asJSON(res.Output)); err != nil {
+			var fe *span.FieldError
+			msg := err.Error()
+			if errors.As(err, &fe) {
+				msg = "output " + fe.Reason
+			}
+			res.Output = nil
+			res.Err = &abi.Error{Code: abi.CodeInvalidOutput, Message: span.CleanText(msg)}
+		}
+	}
+	if res.Err != nil {
+		res.Err.Code = span.CleanText(res.Err.Code)
+		res.Err.Message = span.CleanText(res.Err.Message)
+	}
 }
 
 // Runtimes of code spans.
@@ -132,7 +166,7 @@ func (h *Host) module(ctx context.Context, s *span.Span) (*program, error) {
 		pl, lerr := h.ext.Load(ctx, wasm)
 		err = lerr
 		if err == nil {
-			p = &program{hash: pl.Hash, run: func(ctx context.Context, req sandbox.Request) sandbox.Result {
+			p = &program{hash: pl.Hash, call: func(ctx context.Context, req sandbox.Request) sandbox.Result {
 				return h.ext.Run(ctx, pl, req)
 			}}
 		}
@@ -140,7 +174,7 @@ func (h *Host) module(ctx context.Context, s *span.Span) (*program, error) {
 		m, lerr := h.rt.Load(ctx, wasm)
 		err = lerr
 		if err == nil {
-			p = &program{hash: m.Hash, run: func(ctx context.Context, req sandbox.Request) sandbox.Result {
+			p = &program{hash: m.Hash, call: func(ctx context.Context, req sandbox.Request) sandbox.Result {
 				return h.rt.Run(ctx, m, req)
 			}}
 		}
@@ -165,6 +199,15 @@ func (h *Host) Boot(ctx context.Context, id string, env map[string]string) (span
 	if err != nil {
 		return span.Span{}, err
 	}
+	if _, ok := env["TENANT"]; !ok {
+		// The tenant a kernel works for, as the engine passes it: a
+		// kernel booted by hand runs for its own tenant.
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		env["TENANT"] = k.TenantID
+	}
 	p := ledger.Service(k.TenantID, "edge:stage0")
 	envKeys := make([]string, 0, len(env))
 	for key := range env {
@@ -183,15 +226,16 @@ func (h *Host) Boot(ctx context.Context, id string, env map[string]string) (span
 	req := sandbox.Request{Tenant: k.TenantID, Tier: abi.TierKernel, Env: env, Limits: h.limits(m, k), Caps: caps}
 	trace := traced(&req)
 	res := mod.run(ctx, req)
-	return h.record(ctx, p, k.OwnerID, k, mod, req, trace, res)
+	return h.record(ctx, p, k.OwnerID, k, mod, req, trace, res, nil)
 }
 
 // Tick runs kernel id (verified as Boot verifies it) for tenant, under that
 // tenant's service principal, as the engine does on every interval and
 // wake-up: it appends no boot_event, and an execution span only when the
-// run failed (so idle ticks leave no trace, and every failure does). It
+// run failed (so idle ticks leave no trace, and every failure does), with
+// note, if any, in its metadata as "engine" (the engine's back-off). It
 // returns the run's result.
-func (h *Host) Tick(ctx context.Context, id, tenant string, env map[string]string) (sandbox.Result, error) {
+func (h *Host) Tick(ctx context.Context, id, tenant string, env map[string]string, note map[string]any) (sandbox.Result, error) {
 	k, m, mod, err := h.kernel(ctx, id)
 	if err != nil {
 		return sandbox.Result{}, err
@@ -210,7 +254,7 @@ func (h *Host) Tick(ctx context.Context, id, tenant string, env map[string]strin
 	res := mod.run(ctx, req)
 	caps.release(ctx)
 	if res.Err != nil {
-		if _, err := h.record(ctx, p, p.User, k, mod, req, trace, res); err != nil {
+		if _, err := h.record(ctx, p, p.User, k, mod, req, trace, res, note); err != nil {
 			return res, err
 		}
 	}
@@ -264,13 +308,20 @@ func (h *Host) kernel(ctx context.Context, id string) (*span.Span, *Manifest, *p
 // Run runs a function or policy span (its latest seq visible to p) once as a
 // tier-2 sandbox with input, and appends and returns its execution span.
 func (h *Host) Run(ctx context.Context, p ledger.Principal, id string, input json.RawMessage) (span.Span, error) {
+	if len(input) > 0 {
+		// The input is recorded in the execution span: refuse, before
+		// anything runs, what could not be.
+		if err := span.CheckJSON("input", input); err != nil {
+			return span.Span{}, fmt.Errorf("%w: %w", ledger.ErrInvalid, err)
+		}
+	}
 	inv, err := h.invoke(ctx, p, id, input, nil)
 	if err != nil {
 		return span.Span{}, err
 	}
 	trace := traced(&inv.req)
 	res := inv.mod.run(ctx, inv.req)
-	return h.record(ctx, p, inv.owner, &inv.code, inv.mod, inv.req, trace, res)
+	return h.record(ctx, p, inv.owner, &inv.code, inv.mod, inv.req, trace, res, nil)
 }
 
 // invocation is a function or policy, loaded and ready to run for a
@@ -371,13 +422,18 @@ func (h *Host) limits(m *Manifest, code *span.Span) sandbox.Limits {
 }
 
 // record appends the execution span of a run of code, written by p for
-// owner, signed by the node key.
-func (h *Host) record(ctx context.Context, p ledger.Principal, owner string, code *span.Span, mod *program, req sandbox.Request, trace string, res sandbox.Result) (span.Span, error) {
+// owner, signed by the node key; note, if any, goes into its metadata as
+// "engine".
+func (h *Host) record(ctx context.Context, p ledger.Principal, owner string, code *span.Span, mod *program, req sandbox.Request, trace string, res sandbox.Result, note map[string]any) (span.Span, error) {
 	dur := int32(res.Duration.Milliseconds())
-	meta, _ := json.Marshal(map[string]any{
+	m := map[string]any{
 		"fuel_used": res.FuelUsed, "host_calls": res.HostCalls, "code_seq": code.Seq, "tier": string(req.Tier),
 		"module_hash": mod.hash,
-	})
+	}
+	if len(note) > 0 {
+		m["engine"] = note
+	}
+	meta, _ := json.Marshal(m)
 	ex := span.Span{
 		EntityType: "execution", Who: "edge:stage0", Did: "executed", This: code.Name, Status: "complete",
 		ParentID: code.ID, RelatedTo: []string{code.ID}, OwnerID: owner, Visibility: "private",
@@ -387,24 +443,33 @@ func (h *Host) record(ctx context.Context, p ledger.Principal, owner string, cod
 		ex.This = code.EntityType
 	}
 	if len(req.Input) > 0 {
-		ex.Input = jsonOrString(req.Input)
+		ex.Input = asJSON(req.Input)
 	}
 	if res.Err != nil {
 		ex.Status = "error"
 		ex.Error, _ = json.Marshal(res.Err)
 	} else if len(res.Output) > 0 {
-		ex.Output = jsonOrString(res.Output)
+		ex.Output = asJSON(res.Output)
 	}
 	out, err := h.ledger.Append(ctx, p, ex)
+	var fe *span.FieldError
+	if err != nil && errors.As(err, &fe) && res.Err == nil {
+		// Belt and braces: recordable should have caught whatever the
+		// guest handed back that the ledger refuses. The run is still
+		// recorded, as failed, rather than lost.
+		ex.Status, ex.Output = "error", nil
+		ex.Error, _ = json.Marshal(&abi.Error{Code: abi.CodeInvalidOutput, Message: span.CleanText("the execution cannot be stored as it ran: " + fe.Error())})
+		out, err = h.ledger.Append(ctx, p, ex)
+	}
 	if err != nil {
 		return span.Span{}, fmt.Errorf("error recording the execution of %s: %w", code.ID, err)
 	}
 	return out[0], nil
 }
 
-// jsonOrString keeps JSON as JSON and wraps anything else as a JSON string,
-// so any bytes a guest outputs can be recorded.
-func jsonOrString(b []byte) json.RawMessage {
+// asJSON is how an output is recorded: JSON as JSON, anything else as
+// a JSON string, so any bytes a guest outputs can be recorded.
+func asJSON(b []byte) json.RawMessage {
 	if json.Valid(b) {
 		return json.RawMessage(b)
 	}

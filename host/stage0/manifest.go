@@ -28,10 +28,13 @@ const ManifestID = "00000000-0000-4000-8000-0000000000aa"
 
 // Manifest is the governance document in the manifest span's metadata.
 type Manifest struct {
-	Kernels              map[string]string `json:"kernels"`
-	AllowedBootIDs       []string          `json:"allowed_boot_ids"`
-	TrustedKeys          []string          `json:"trusted_keys"`
-	RequireSignedKernels bool              `json:"require_signed_kernels"`
+	Kernels        map[string]string `json:"kernels"`
+	AllowedBootIDs []string          `json:"allowed_boot_ids"`
+	TrustedKeys    []string          `json:"trusted_keys"`
+	// OverridePubkeyHex signs functions whose metadata.force runs them past
+	// the daily quota (the request_worker kernel checks it).
+	OverridePubkeyHex    string `json:"override_pubkey_hex"`
+	RequireSignedKernels bool   `json:"require_signed_kernels"`
 	Limits               struct {
 		Fuel        int64  `json:"fuel,omitempty"`
 		MemoryPages uint32 `json:"memory_pages,omitempty"`
@@ -104,6 +107,39 @@ func (m *Manifest) Trusted(publicKeyHex string) bool {
 	return slices.Contains(m.TrustedKeys, publicKeyHex)
 }
 
+// CodeNodeKeyIsAuthority is the refusal of a manifest that names the
+// host's own node key as an authority.
+const CodeNodeKeyIsAuthority = "node_key_is_authority"
+
+// CheckAuthority refuses a manifest under which the node key (hex, "" for
+// none) would confer authority. The host seals every span that arrives
+// unsigned with its node key, so a span it sealed would otherwise count as
+// signed by a trusted key (a kernel that boots, a function forced past the
+// quota) on nobody's authority but the host's.
+func (m *Manifest) CheckAuthority(node string) error {
+	if node == "" {
+		return nil
+	}
+	node = strings.ToLower(node)
+	var roles []string
+	if strings.ToLower(strings.TrimSpace(m.OverridePubkeyHex)) == node {
+		roles = append(roles, "override_pubkey_hex")
+	}
+	for _, k := range m.TrustedKeys {
+		if strings.ToLower(strings.TrimSpace(k)) == node {
+			roles = append(roles, "trusted_keys")
+			break
+		}
+	}
+	if len(roles) == 0 {
+		return nil
+	}
+	return refuse(CodeNodeKeyIsAuthority, "the node key %s is also the manifest's %s: the host seals every unsigned span "+
+		"with its node key, so that key must confer no authority. Keep authority (seeds, kernels, force overrides) "+
+		"with an operator key of its own (logline keys gen) and serve with a different node key",
+		node, strings.Join(roles, " and "))
+}
+
 // Refusal is why Stage-0 would not run something: its Code is one of the
 // abi.Code* strings (not_allowed, hash_mismatch, unsigned, invalid_module,
 // forbidden_import) or "not_found".
@@ -141,6 +177,11 @@ func (h *Host) LoadManifest(ctx context.Context) (*Manifest, error) {
 		if err := json.Unmarshal(s.Metadata, m); err != nil {
 			return nil, fmt.Errorf("manifest %s seq %d: malformed metadata: %w", s.ID, s.Seq, err)
 		}
+	}
+	// Also at run time: a later manifest that names the node key stops
+	// everything that reads it rather than letting the host's seal count.
+	if err := m.CheckAuthority(h.ledger.NodeKey()); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -54,7 +54,7 @@ func (h *Host) quickjs(ctx context.Context, s *span.Span) (*program, error) {
 		}
 		return nil, err
 	}
-	return &program{hash: hash, run: func(ctx context.Context, req sandbox.Request) sandbox.Result {
+	return &program{hash: hash, call: func(ctx context.Context, req sandbox.Request) sandbox.Result {
 		return h.rt.Run(ctx, m, req)
 	}}, nil
 }

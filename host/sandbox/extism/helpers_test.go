@@ -2,6 +2,7 @@ package extism
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -153,6 +154,14 @@ func (f *fakeCaps) Calls() []string {
 func (f *fakeCaps) SQL(_ context.Context, req abi.SQLRequest) ([]byte, error) {
 	f.note("sql " + req.Query)
 	return []byte(`{"rows":[{"n":1}]}`), nil
+}
+
+func (f *fakeCaps) CheckSpans(_ context.Context, spans []byte) ([]byte, error) {
+	var items []json.RawMessage
+	if err := json.Unmarshal(spans, &items); err != nil {
+		return nil, err
+	}
+	return json.Marshal(make([]*abi.Error, len(items)))
 }
 
 func (f *fakeCaps) InsertSpan(_ context.Context, span []byte) ([]byte, error) {

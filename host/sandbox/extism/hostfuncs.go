@@ -161,7 +161,11 @@ func (rs *runState) capCall(fn string, f func(context.Context) error) answer {
 		return nil
 	}
 	var ce *sandbox.CallError
+	var end *sandbox.Error
 	switch {
+	case errors.As(err, &end):
+		rs.abort(end.Code, "%s", end.Message) // does not return
+		return nil
 	case errors.As(err, &ce):
 		code := ce.Code
 		if code > abi.ErrCapabilityDenied || code < abi.ErrTimeout {
@@ -285,6 +289,16 @@ func hInsertSpan(rs *runState, req []byte) answer {
 	ir, err := sandbox.ParseInsertRequest(req)
 	if err != nil {
 		return fail(abi.ErrInvalid, "insert_span: %v", err)
+	}
+	if ir.Check {
+		var out []byte
+		if a := rs.capCall(abi.FnInsertSpan, func(ctx context.Context) (err error) {
+			out, err = rs.caps.CheckSpans(ctx, slices.Clone(ir.Spans))
+			return err
+		}); a != nil {
+			return a
+		}
+		return okRaw(abi.FnInsertSpan, out)
 	}
 	if rs.spans+ir.N > rs.lim.Spans {
 		return fail(abi.ErrLimit, "insert_span: %d more span(s) would pass the limit of %d (%d appended)", ir.N, rs.lim.Spans, rs.spans)
