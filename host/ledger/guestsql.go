@@ -14,8 +14,8 @@ import (
 )
 
 // GuestRole is the role guest SQL runs as: SELECT on the ledger and its
-// views, and no set_config, advisory locks, NOTIFY or temp tables
-// (migrations/002).
+// views, and no set_config, advisory locks, transaction ids, NOTIFY or temp
+// tables (migrations/002 and 005).
 const GuestRole = "logline_guest"
 
 // GuestLimits caps one guest query.
@@ -40,20 +40,54 @@ type GuestRows struct {
 
 var (
 	// ErrGuestSQLUnavailable: the database still lets the guest role call
-	// set_config (migrate did not run as a superuser), so guest SQL could
-	// change its own principal; the host refuses to run it.
-	ErrGuestSQLUnavailable = errors.New("guest SQL unavailable: a superuser must run migrations/002_guest_sql.sql")
+	// set_config or take advisory locks (migrate did not run as a
+	// superuser), so guest SQL could change its own principal or hold the
+	// host's leases; the host refuses to run it.
+	ErrGuestSQLUnavailable = errors.New("guest SQL unavailable: a superuser must run migrations/002_guest_sql.sql and migrations/005_guest_sql_locks.sql")
 	// ErrTimeout: the statement ran out of time.
 	ErrTimeout = errors.New("statement timeout")
 )
 
+// The statement that sets up a guest query: read-only first, then the
+// role, the principal and the timeout, all transaction-local. search_path
+// is pg_catalog alone, so the unqualified functions and types the allowlist
+// accepts are the built-in ones; standard_conforming_strings is on, so
+// Postgres splits the text into tokens as the allowlist's parser did.
+const guestSettings = `SELECT pg_catalog.set_config('transaction_read_only', 'on', true), pg_catalog.set_config('role', $1, true),
+	pg_catalog.set_config('search_path', 'pg_catalog', true), pg_catalog.set_config('standard_conforming_strings', 'on', true),
+	pg_catalog.set_config('app.tenant_id', $2, true), pg_catalog.set_config('app.user_id', $3, true),
+	pg_catalog.set_config('app.kind', $4, true), pg_catalog.set_config('statement_timeout', $5, true)`
+
+// The wrapper around the guest's query: each row as JSON text, at most
+// rows+1 of them (one more tells that more exist), and NULL for every row
+// past the row cap or whose JSON would take the running total past the byte
+// cap, so Postgres never sends the host more than it keeps. The guest's
+// text sits between "(\n" and "\n)" exactly as in checkGuestSQL's probe;
+// the newline also keeps a trailing -- comment from swallowing the closing
+// parenthesis. The head takes the row and byte caps, the tail rows+1.
+const (
+	guestWrapHead = `SELECT CASE WHEN pg_catalog.count(*) OVER w <= %d AND pg_catalog.sum(pg_catalog.octet_length(j)) OVER w <= %d THEN j END FROM (
+SELECT pg_catalog.to_jsonb(q)::pg_catalog.text AS j FROM (
+`
+	guestWrapTail = `
+) AS q LIMIT %d) AS a WINDOW w AS (ROWS UNBOUNDED PRECEDING)`
+)
+
 // GuestSQL runs one read-only SELECT written by a guest, under principal p,
 // as GuestRole, in a read-only transaction that is rolled back afterwards.
-// The host wraps the query as a subquery, so it can only be a single SELECT
-// (or VALUES/WITH … SELECT), never a second statement, SELECT INTO or a
-// data-modifying CTE; params bind $1, $2, …. It cannot change the principal
-// or any setting: set_config is not executable by GuestRole.
+// The query must pass the allowlist of checkGuestSQL (guestsql_allow.go):
+// a single SELECT (or VALUES/WITH … SELECT), never a second statement,
+// SELECT INTO, a locking clause or a data-modifying CTE, reading only the
+// ledger's relations with built-in functions that touch nothing shared;
+// params bind $1, $2, …. It cannot change the principal or any setting:
+// set_config is neither allowed nor executable by GuestRole.
 func (l *Ledger) GuestSQL(ctx context.Context, p Principal, query string, params []any, lim GuestLimits) (GuestRows, error) {
+	return l.guestSQL(ctx, p, query, params, lim, true)
+}
+
+// guestSQL is GuestSQL; check false skips the allowlist, for tests of what
+// Postgres itself refuses.
+func (l *Ledger) guestSQL(ctx context.Context, p Principal, query string, params []any, lim GuestLimits, check bool) (GuestRows, error) {
 	var out GuestRows
 	if err := p.Validate(); err != nil {
 		return out, err
@@ -68,6 +102,11 @@ func (l *Ledger) GuestSQL(ctx context.Context, p Principal, query string, params
 	if err := l.checkGuestRole(ctx); err != nil {
 		return out, err
 	}
+	if check {
+		if err := checkGuestSQL(query); err != nil {
+			return out, err
+		}
+	}
 	conn, err := l.pool.Acquire(ctx)
 	if err != nil {
 		return out, mapError(err)
@@ -76,22 +115,20 @@ func (l *Ledger) GuestSQL(ctx context.Context, p Principal, query string, params
 	// One round trip: the settings and the query go in one pipeline with
 	// one Sync, so they run as one implicit transaction, made read-only by
 	// its first statement, whose transaction-local settings (role,
-	// principal, timeout) end with it. A read-only transaction that ends
-	// commits nothing, as a rollback would. The newline keeps a trailing --
-	// comment in the guest's text from swallowing the closing parenthesis.
-	// The guest's query is an unnamed statement with text parameters of
-	// unknown type (pgx's QueryExecModeExec): nothing is left behind.
+	// principal, timeout, search_path) end with it. A read-only transaction
+	// that ends commits nothing, as a rollback would. The guest's query is
+	// an unnamed statement with text parameters of unknown type (pgx's
+	// QueryExecModeExec): nothing is left behind.
 	var eqb pgx.ExtendedQueryBuilder
 	if err := eqb.Build(conn.Conn().TypeMap(), nil, params); err != nil {
 		return out, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	b := &pgconn.Batch{}
-	b.ExecParams(`SELECT set_config('transaction_read_only', 'on', true), set_config('role', $1, true),
-		set_config('app.tenant_id', $2, true), set_config('app.user_id', $3, true), set_config('app.kind', $4, true),
-		set_config('statement_timeout', $5, true)`,
+	b.ExecParams(guestSettings,
 		[][]byte{[]byte(GuestRole), []byte(p.Tenant), []byte(p.User), []byte(p.Kind), []byte(strconv.FormatInt(lim.Timeout.Milliseconds(), 10))},
 		nil, nil, nil)
-	b.ExecParams("SELECT to_jsonb(q) FROM (\n"+query+"\n) AS q", eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
+	b.ExecParams(fmt.Sprintf(guestWrapHead, lim.Rows, lim.Bytes)+query+fmt.Sprintf(guestWrapTail, lim.Rows+1),
+		eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
 	mrr := conn.Conn().PgConn().ExecBatch(ctx, b)
 	defer mrr.Close()
 	if !mrr.NextResult() {
@@ -108,7 +145,9 @@ func (l *Ledger) GuestSQL(ctx context.Context, p Principal, query string, params
 	size := 0
 	for rr.NextRow() {
 		raw := rr.Values()[0]
-		if len(out.Rows) >= lim.Rows || size+len(raw) > lim.Bytes {
+		// NULL: Postgres cut the row (no row of to_jsonb is NULL). The
+		// host's own count is a second guard.
+		if raw == nil || len(out.Rows) >= lim.Rows || size+len(raw) > lim.Bytes {
 			out.Truncated = true
 			break
 		}
@@ -138,19 +177,31 @@ func (lim GuestLimits) withDefaults() GuestLimits {
 	return lim
 }
 
-// checkGuestRole refuses guest SQL while GuestRole can call set_config. A
-// positive answer is remembered; a negative one is asked again next time, so
-// a superuser can fix the database without a restart.
+// checkGuestRole refuses guest SQL while GuestRole can call set_config or
+// take an advisory lock (the host's leases are advisory locks), and loads
+// the names the allowlist needs from the catalog. A positive answer is
+// remembered; a negative one is asked again next time, so a superuser can
+// fix the database without a restart.
 func (l *Ledger) checkGuestRole(ctx context.Context) error {
-	if l.guestOK.Load() {
+	if l.guestOK.Load() && catalogFieldFuncs.Load() != nil {
 		return nil
 	}
-	var unsafe bool
-	err := l.scalar(ctx, &unsafe, `SELECT has_function_privilege($1, 'pg_catalog.set_config(text, text, boolean)', 'EXECUTE')`, GuestRole)
+	var setConfig, advisory bool
+	var funcs []string
+	b, err := l.batch(System())
+	if err == nil {
+		b.Queue(`SELECT pg_catalog.has_function_privilege($1, 'pg_catalog.set_config(text, text, boolean)', 'EXECUTE'),
+			pg_catalog.has_function_privilege($1, 'pg_catalog.pg_advisory_xact_lock(bigint)', 'EXECUTE'),
+			ARRAY(SELECT DISTINCT proname::text FROM pg_catalog.pg_proc
+			      WHERE pronamespace = 'pg_catalog'::pg_catalog.regnamespace AND pronargs >= 1)`, GuestRole).
+			QueryRow(func(r pgx.Row) error { return r.Scan(&setConfig, &advisory, &funcs) })
+		err = l.send(ctx, b)
+	}
 	if err != nil {
 		return fmt.Errorf("error checking the guest role: %w", err)
 	}
-	if unsafe {
+	addCatalogFieldFuncs(funcs)
+	if setConfig || advisory {
 		return ErrGuestSQLUnavailable
 	}
 	l.guestOK.Store(true)

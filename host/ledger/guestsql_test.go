@@ -82,8 +82,19 @@ func TestGuestSQLIsConfined(t *testing.T) {
 		_, err := q(kernelA, bad)
 		require.Error(t, err, bad)
 	}
-	_, err = q(kernelA, `SELECT set_config('app.tenant_id', 'B', true)`)
-	require.ErrorIs(t, err, ledger.ErrForbidden)
+	// Nor take a lock in the host's lease space, hold back the listing
+	// horizon, or count other tenants' rows (guestsql_allow_test.go has
+	// the whole allowlist).
+	for _, bad := range []string{
+		`SELECT set_config('app.tenant_id', 'B', true)`,
+		`SELECT pg_advisory_xact_lock(42)`,
+		`SELECT pg_try_advisory_xact_lock_shared(1, 2)`,
+		`SELECT pg_current_xact_id()`,
+		`SELECT n_live_tup FROM pg_stat_user_tables`,
+	} {
+		_, err = q(kernelA, bad)
+		require.ErrorIs(t, err, ledger.ErrForbidden, bad)
+	}
 
 	// The transaction is read-only, whatever the guest's SQL calls.
 	res, err = q(kernelA, `SELECT current_setting('transaction_read_only') AS ro`)
