@@ -167,12 +167,20 @@ func TestTokensByManifestKeys(t *testing.T) {
 
 func eventually(t testing.TB, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	eventuallyFor(t, 10*time.Second, cond)
+}
+
+// eventuallyFor is eventually with a bound of its own, for steps that move
+// megabytes and may crawl on a loaded machine: the bound only limits how
+// long a failing test takes, never what passes.
+func eventuallyFor(t testing.TB, d time.Duration, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	for !cond() {
 		select {
 		case <-ctx.Done():
-			t.Fatal("condition not met in 10s")
+			t.Fatalf("condition not met in %s", d)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

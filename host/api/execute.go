@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -21,63 +23,137 @@ import (
 )
 
 type executeRequest struct {
-	SpanID string          `json:"span_id"`
-	Input  json.RawMessage `json:"input"`
+	SpanID string
+	Input  json.RawMessage
 }
 
+// executeResult is the answer of POST /api/execute. Without a wait, or when
+// the wait ends first, only the first three fields are set (status
+// scheduled); once the engine has closed the request, the rest say how.
 type executeResult struct {
-	RequestID string     `json:"request_id"`
-	TraceID   string     `json:"trace_id"`
-	Status    string     `json:"status"`
-	Execution *span.Span `json:"execution,omitempty"`
+	RequestID string `json:"request_id"`
+	TraceID   string `json:"trace_id"`
+	Status    string `json:"status"`
+	// Error is why a request failed: the closing version's error
+	// (quota_exceeded, not_found), else the execution's.
+	Error           json.RawMessage `json:"error,omitempty"`
+	Execution       *span.Span      `json:"execution,omitempty"`
+	PolicyViolation *span.Span      `json:"policy_violation,omitempty"`
+	// Request is the request's closing version, as the engine wrote it.
+	Request *span.Span `json:"request,omitempty"`
 }
 
-// decodeExecute parses the body strictly: unknown fields and wrong types
-// are malformed (400), a missing or malformed span_id is invalid (422).
+// executeFields are the keys of an execute body, exactly.
+var executeFields = []string{"span_id", "input"}
+
+// decodeExecute parses the body strictly: unknown fields (names are
+// case-sensitive), duplicate fields and wrong types are malformed (400), a
+// missing or malformed span_id is invalid (422).
 func decodeExecute(body []byte) (executeRequest, error) {
 	var req executeRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&req)
-	if err == nil && dec.More() {
-		err = errors.New("trailing data after the object")
-	} else if err == nil {
-		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
-			err = errors.New("trailing data after the object")
-		}
+	members, prob := strictObject(body, executeFields, "{\"span_id\": \"<uuid>\", \"input\": ...}")
+	if prob != nil {
+		return req, prob
 	}
-	if err != nil {
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &te):
-			return req, fail(codeMalformed, te.Field, "%s must be a JSON %s", te.Field, jsonTypeName(te.Type.Kind().String()))
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return req, fail(codeMalformed, f, "unknown field %q (the body is {\"span_id\": ..., \"input\": ...})", f)
-		case errors.Is(err, io.EOF):
-			return req, fail(codeMalformed, "body", "the body is empty; send {\"span_id\": \"<uuid>\"}")
-		default:
-			return req, fail(codeMalformed, "body", "invalid JSON: %v", err)
+	if v := members["span_id"]; v != nil && !isNull(v) {
+		id, prob := jsonString("span_id", v)
+		if prob != nil {
+			return req, prob
 		}
+		req.SpanID = id
+	}
+	if v := members["input"]; v != nil && !isNull(v) {
+		req.Input = v
 	}
 	switch {
 	case req.SpanID == "":
 		return req, fail(codeInvalid, "span_id", "span_id is required")
 	case !isUUID(req.SpanID):
-		return req, fail(codeInvalid, "span_id", "span_id must be a lowercase UUID, got %q", req.SpanID)
-	}
-	if bytes.Equal(bytes.TrimSpace(req.Input), []byte("null")) {
-		req.Input = nil
+		return req, fail(codeInvalid, "span_id", "span_id must be a lowercase UUID, got %s", quoteShort(req.SpanID))
 	}
 	return req, nil
 }
 
-func jsonTypeName(kind string) string {
-	if kind == "string" {
-		return "string"
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// strictObject cuts a body that must be one JSON object into its members,
+// refusing what encoding/json lets through: a key that matches a field only
+// when case is ignored (encoding/json would take "SPAN_ID" for span_id), a
+// key given twice (encoding/json keeps the last), and anything after the
+// object. Every problem is malformed (400) and names the key, or body.
+func strictObject(body []byte, fields []string, shape string) (map[string]json.RawMessage, *problem) {
+	body = bytes.TrimPrefix(body, utf8BOM)
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, fail(codeMalformed, "body", "the body is empty; send %s", shape)
 	}
-	return kind
+	invalid := func(field string, err error) *problem {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fail(codeMalformed, field, "invalid JSON: the body ends inside the object")
+		}
+		return fail(codeMalformed, field, "invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, invalid("body", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, fail(codeMalformed, "body", "the body must be a JSON object: %s", shape)
+	}
+	out := make(map[string]json.RawMessage, len(fields))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, invalid("body", err)
+		}
+		key, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, invalid("body", err)
+		}
+		if !slices.Contains(fields, key) {
+			for _, f := range fields {
+				if strings.EqualFold(f, key) {
+					return nil, fail(codeMalformed, fieldName(key), "unknown field %s: field names are case-sensitive; did you mean %q?", quoteShort(key), f)
+				}
+			}
+			return nil, fail(codeMalformed, fieldName(key), "unknown field %s (the body is %s)", quoteShort(key), shape)
+		}
+		if _, dup := out[key]; dup {
+			return nil, fail(codeMalformed, key, "field %q appears more than once", key)
+		}
+		out[key] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, invalid("body", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fail(codeMalformed, "body", "trailing data after the object")
+	}
+	return out, nil
 }
+
+// jsonString decodes a member that must be a JSON string of clean text:
+// invalid UTF-8 (which encoding/json would turn into U+FFFD) and control
+// characters are malformed (400).
+func jsonString(field string, v json.RawMessage) (string, *problem) {
+	if len(v) == 0 || v[0] != '"' {
+		return "", fail(codeMalformed, field, "%s must be a JSON string", field)
+	}
+	if !utf8.Valid(v) {
+		return "", fail(codeMalformed, field, "%s is not valid UTF-8", field)
+	}
+	var str string
+	if err := json.Unmarshal(v, &str); err != nil {
+		return "", fail(codeMalformed, field, "%s must be a JSON string", field)
+	}
+	if r := textReason(str); r != "" {
+		return "", fail(codeMalformed, field, "%s %s", field, r)
+	}
+	return str, nil
+}
+
+func isNull(v json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(v), []byte("null")) }
 
 // waitParam parses ?wait: a Go duration (10s, 1m) or whole seconds, capped.
 func (s *Server) waitParam(c echo.Context) (time.Duration, error) {
@@ -129,13 +205,10 @@ func (s *Server) execute(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	target, err := s.l.Latest(ctx, p, in.SpanID)
-	if err != nil {
-		return err
-	}
+	// The whole request span is checked before anything reaches the
+	// ledger, its input included.
 	req := span.Span{EntityType: "request", Who: "api", Did: "requested", This: "run_code", Status: "scheduled",
-		ParentID: target.ID, RelatedTo: []string{target.ID}, Input: in.Input, TraceID: traceID(c)}
+		ParentID: in.SpanID, RelatedTo: []string{in.SpanID}, Input: in.Input, TraceID: traceID(c)}
 	if err := req.Validate(); err != nil {
 		var fe *span.FieldError
 		if errors.As(err, &fe) {
@@ -143,13 +216,24 @@ func (s *Server) execute(c echo.Context) error {
 		}
 		return fail(codeInvalid, "", "%v", err)
 	}
+	ctx := c.Request().Context()
+	target, err := s.l.Latest(ctx, p, in.SpanID)
+	if err != nil {
+		return err // not found, or not visible: the same 404
+	}
+	if target.EntityType != "function" {
+		// The engine runs functions only; it would close the request as
+		// not_found, so refuse it here and write nothing.
+		return fail(codeInvalid, "span_id", "span %s is a %s span, not a function: only functions can be executed",
+			target.ID, quoteShort(target.EntityType))
+	}
 
-	// Join the stream before appending: the engine writes the execution
-	// after it sees the request, so it cannot come before the join.
+	// Join the stream before appending: the engine closes the request
+	// after it sees it, so the outcome cannot come before the join.
 	var w *waiter
 	var g *group
 	if wait > 0 {
-		w = &waiter{p: p, found: make(chan span.Span, 1)}
+		w = &waiter{p: p, found: make(chan struct{}, 1)}
 		if g, _, err = s.hub.joinAt(ctx, p, w); err != nil {
 			return err
 		}
@@ -168,8 +252,8 @@ func (s *Server) execute(c echo.Context) error {
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
-	case ex := <-w.found:
-		out.Status, out.Execution = ex.Status, &ex
+	case <-w.found:
+		s.outcome(ctx, w, &out)
 		return writeJSON(c, http.StatusOK, mimeJSON, out)
 	case <-t.C:
 	case <-s.hub.done:
@@ -179,18 +263,68 @@ func (s *Server) execute(c echo.Context) error {
 	return writeJSON(c, http.StatusAccepted, mimeJSON, out)
 }
 
-// waiter is a sink that looks for the execution of one request: by the
-// engine's contract an execution span with metadata.request_id set to the
-// request's id (or naming it in related_to).
+// outcome fills out with what the engine recorded for w's request, once w
+// has seen it closed or executed. The engine appends the closing version
+// together with the execution or the policy_violation (one transaction), so
+// what the stream has not delivered yet is committed and can be read.
+func (s *Server) outcome(ctx context.Context, w *waiter, out *executeResult) {
+	w.mu.Lock()
+	ex, closing, violation := w.execution, w.closing, w.violation
+	w.mu.Unlock()
+	read := func(id string) *span.Span {
+		sp, err := s.l.Latest(ctx, w.p, id)
+		if err != nil {
+			if !errors.Is(err, ledger.ErrNotFound) {
+				s.log.Warn("execute: reading the outcome", "id", id, "err", err)
+			}
+			return nil
+		}
+		return &sp
+	}
+	if closing == nil {
+		if sp := read(w.request); sp != nil && isClosingOf(sp, w.p, w.request) {
+			closing = sp
+		}
+	}
+	if ex == nil && closing != nil {
+		if id := metaString(closing.Metadata, "execution_id"); isUUID(id) {
+			if sp := read(id); sp != nil && isExecutionOf(sp, w.p, w.request) {
+				ex = sp
+			}
+		}
+	}
+	out.Execution, out.Request, out.PolicyViolation = ex, closing, violation
+	switch {
+	case closing != nil:
+		out.Status = closing.Status
+	case ex != nil:
+		out.Status = ex.Status
+	}
+	if out.Status == "error" {
+		switch {
+		case closing != nil && len(closing.Error) > 0:
+			out.Error = closing.Error
+		case ex != nil && len(ex.Error) > 0:
+			out.Error = ex.Error
+		}
+	}
+}
+
+// waiter is a sink that looks for the outcome of one request: by the
+// engine's contract (runRequests in guests/kernels/lib.js) a next version
+// of the request that is no longer scheduled, written together with an
+// execution span (metadata.request_id, or related_to naming the request)
+// or, when the quota refused it, a policy_violation span (the same).
 type waiter struct {
 	p     ledger.Principal
-	found chan span.Span
+	found chan struct{} // buffered 1: the request was closed or executed
 
 	// The request id is known only after the append, and events can
 	// arrive before that: keep them until then.
-	mu      sync.Mutex
-	request string
-	early   []*event
+	mu                            sync.Mutex
+	request                       string
+	early                         []*event
+	execution, closing, violation *span.Span
 }
 
 func (w *waiter) setRequest(id string) {
@@ -206,7 +340,8 @@ func (w *waiter) deliver(evs []*event) {
 	defer w.mu.Unlock()
 	if w.request == "" {
 		for _, ev := range evs {
-			if ev.span.EntityType == "execution" {
+			switch ev.span.EntityType {
+			case "execution", "request", "policy_violation":
 				w.early = append(w.early, ev)
 			}
 		}
@@ -217,29 +352,72 @@ func (w *waiter) deliver(evs []*event) {
 
 func (w *waiter) match(evs []*event) {
 	for _, ev := range evs {
-		if isExecutionOf(ev.span, w.p, w.request) {
-			select {
-			case w.found <- *ev.span:
-			default:
-			}
-			return
+		sp := ev.span
+		switch {
+		case w.execution == nil && isExecutionOf(sp, w.p, w.request):
+			w.execution = copySpan(sp)
+		case w.violation == nil && isViolationOf(sp, w.p, w.request):
+			w.violation = copySpan(sp)
+		case w.closing == nil && isClosingOf(sp, w.p, w.request):
+			w.closing = copySpan(sp)
+		}
+	}
+	if w.closing != nil || w.execution != nil {
+		select {
+		case w.found <- struct{}{}:
+		default:
 		}
 	}
 }
 
-// isExecutionOf reports whether s is the execution of request. It must be
-// owned by the requester too: only the requester or its tenant's service
-// principal (the engine) can write such a span, so another user of the
-// tenant cannot answer someone else's request with a forged execution.
+// copySpan copies an event's span: events are shared by every sink.
+func copySpan(s *span.Span) *span.Span { c := *s; return &c }
+
+// ownedBy reports whether s is in p's tenant and owned by p. Only the
+// requester or its tenant's service principal (the engine) can write such a
+// span, so another user of the tenant cannot answer someone else's request
+// with a forged outcome.
+func ownedBy(s *span.Span, p ledger.Principal) bool {
+	return s.TenantID == p.Tenant && s.OwnerID == p.User
+}
+
+// isExecutionOf reports whether s is the execution of request.
 func isExecutionOf(s *span.Span, p ledger.Principal, requestID string) bool {
-	if s.EntityType != "execution" || s.TenantID != p.Tenant || s.OwnerID != p.User {
+	return s.EntityType == "execution" && ownedBy(s, p) && namesRequest(s, requestID)
+}
+
+// isViolationOf reports whether s is the policy violation that refused
+// request.
+func isViolationOf(s *span.Span, p ledger.Principal, requestID string) bool {
+	return s.EntityType == "policy_violation" && ownedBy(s, p) && namesRequest(s, requestID)
+}
+
+// isClosingOf reports whether s is a version of request that closes it:
+// the engine closes a request complete or error, and nothing else.
+func isClosingOf(s *span.Span, p ledger.Principal, requestID string) bool {
+	return s.EntityType == "request" && s.ID == requestID && s.Seq > 0 &&
+		(s.Status == "complete" || s.Status == "error") && ownedBy(s, p)
+}
+
+func namesRequest(s *span.Span, requestID string) bool {
+	if requestID == "" {
 		return false
 	}
-	if slices.Contains(s.RelatedTo, requestID) {
-		return true
+	return slices.Contains(s.RelatedTo, requestID) || metaString(s.Metadata, "request_id") == requestID
+}
+
+// metaString is the string metadata[key], or "".
+func metaString(meta json.RawMessage, key string) string {
+	if len(meta) == 0 {
+		return ""
 	}
-	var meta struct {
-		RequestID string `json:"request_id"`
+	var m map[string]json.RawMessage
+	if json.Unmarshal(meta, &m) != nil {
+		return ""
 	}
-	return len(s.Metadata) > 0 && json.Unmarshal(s.Metadata, &meta) == nil && meta.RequestID == requestID
+	var v string
+	if json.Unmarshal(m[key], &v) != nil {
+		return ""
+	}
+	return v
 }

@@ -154,8 +154,9 @@ func operation(o op) schema {
 }
 
 // allResponses is what an operation declares plus what every operation of
-// its kind can answer: 401 without a valid token, 400 for an unknown query
-// parameter, 500.
+// its kind can answer: 401 without a valid token, 400 for a malformed or
+// unknown parameter (every route refuses query parameters it does not
+// declare), 500.
 func allResponses(o op) []response {
 	rs := append([]response(nil), o.responses...)
 	has := map[int]bool{}
@@ -171,9 +172,8 @@ func allResponses(o op) []response {
 	if !o.public {
 		add(http.StatusUnauthorized, "No token, or a token that is malformed, expired or signed by an untrusted key.")
 	}
-	if len(o.params) > 0 {
-		add(http.StatusBadRequest, "A parameter is malformed or unknown; field names it.")
-	}
+	add(http.StatusBadRequest, "A parameter is malformed or unknown (query parameters the operation does not list are refused; "+
+		"a value must be valid UTF-8 without NUL or control characters, within its maxLength); field names it.")
 	add(http.StatusInternalServerError, "Internal error (details are in the server log).")
 	return rs
 }
@@ -239,15 +239,31 @@ func componentSchemas() schema {
 				"seq": schema{"type": "integer"}, "reason": str(""),
 			}, "seq", "reason")),
 		}, "id", "ok", "checked", "signed", "failures"),
-		"ExecuteRequest": object(schema{
-			"span_id": schema{"type": "string", "format": "uuid", "description": "The function or policy span to run."},
-			"input":   schema{"description": "Any JSON value, passed to the run as its input."},
-		}, "span_id"),
+		"ExecuteRequest": schema{
+			"type":        "object",
+			"description": "Exactly these keys, each at most once; names are case-sensitive.",
+			"properties": schema{
+				"span_id": schema{"type": "string", "format": "uuid", "description": "The function span to run (entity_type function)."},
+				"input":   schema{"description": "Any JSON value, passed to the run as its input (the span schema's rules for input apply)."},
+			},
+			"required":             []string{"span_id"},
+			"additionalProperties": false,
+		},
 		"ExecuteResult": object(schema{
 			"request_id": schema{"type": "string", "format": "uuid"},
 			"trace_id":   str(""),
-			"status":     str("scheduled (202) or the execution's status (200)."),
-			"execution":  ref("Span"),
+			"status": schema{"type": "string", "enum": []string{"scheduled", "complete", "error"},
+				"description": "scheduled (202): not closed yet. complete or error (200): the status the engine closed the request with."},
+			"error": schema{"type": "object", "properties": schema{"code": str(""), "message": str("")},
+				"description": "With status error: why. code quota_exceeded (the tenant's daily execution limit; see policy_violation) " +
+					"or not_found (the engine found no function to run) from the request's closing version, or else the " +
+					"execution's own error."},
+			"execution": schema{"$ref": "#/components/schemas/Span",
+				"description": "The execution span (entity_type execution, parent_id the function, metadata.request_id the request), when the function ran."},
+			"policy_violation": schema{"$ref": "#/components/schemas/Span",
+				"description": "The policy_violation span (metadata.request_id the request), when the quota refused the run."},
+			"request": schema{"$ref": "#/components/schemas/Span",
+				"description": "The request's closing version (seq > 0; status complete or error; metadata.execution_id when it ran)."},
 		}, "request_id", "trace_id", "status"),
 		"Metrics": object(schema{
 			"counts": arrayOf(object(schema{

@@ -7,6 +7,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/span"
 )
 
 // Listing parameters shared by GET /api/spans and GET /api/timeline.
@@ -17,13 +18,24 @@ var (
 		description: "desc: newest first (browsing). asc: commit order; following next never skips a span that commits late.",
 		schema:      schema{"type": "string", "enum": []string{"desc", "asc"}, "default": "desc"}}
 	pCursor = param{name: "cursor", in: "query", description: "Continue after this cursor (a page's next), in the same order.",
-		schema: schema{"type": "string"}}
+		schema: schema{"type": "string", "maxLength": maxCursorLen}}
 	pSince = param{name: "since", in: "query", description: "Only spans at or after this time.",
-		schema: schema{"type": "string", "format": "date-time"}}
+		schema: schema{"type": "string", "format": "date-time", "maxLength": 64}}
 	pVisibility = param{name: "visibility", in: "query", description: "Only spans of this visibility.",
 		schema: schema{"type": "string", "enum": []string{"private", "tenant", "public"}}}
-	pID = param{name: "id", in: "path", schema: schema{"type": "string", "format": "uuid"}}
+	pID = param{name: "id", in: "path", schema: schema{"type": "string", "format": "uuid", "maxLength": uuidLen}}
 )
+
+const (
+	uuidLen = 36
+	// maxCursorLen fits the longest cursor, two 64-bit integers and a dot.
+	maxCursorLen = 41
+)
+
+// strMax is a string parameter of at most n characters.
+func strMax(desc string, n int) schema {
+	return schema{"type": "string", "description": desc, "maxLength": n}
+}
 
 // routes is the API: every route echo serves and the OpenAPI document
 // describes.
@@ -32,11 +44,11 @@ var routes = []op{
 		method: http.MethodGet, path: "/api/spans", id: "listSpans", summary: "List spans",
 		description: "Spans the token's principal may read, filtered, one page at a time.",
 		params: []param{
-			{name: "entity_type", in: "query", schema: str("Only this entity_type.")},
-			{name: "status", in: "query", schema: str("Only this status.")},
+			{name: "entity_type", in: "query", schema: strMax("Only this entity_type.", span.MaxEntityTypeLen)},
+			{name: "status", in: "query", schema: strMax("Only this status.", span.MaxShortText)},
 			pVisibility,
-			{name: "trace_id", in: "query", schema: str("Only this trace_id.")},
-			{name: "parent_id", in: "query", schema: schema{"type": "string", "format": "uuid", "description": "Only children of this span."}},
+			{name: "trace_id", in: "query", schema: strMax("Only this trace_id.", span.MaxShortText)},
+			{name: "parent_id", in: "query", schema: schema{"type": "string", "format": "uuid", "maxLength": uuidLen, "description": "Only children of this span."}},
 			pSince, pLimit, pOrder, pCursor,
 		},
 		responses: []response{jsonResponse(http.StatusOK, "One page.", ref("Page"))},
@@ -101,8 +113,8 @@ var routes = []op{
 			"message carries the start position as an id. Comments (`: ping`) are heartbeats. A client that falls too far " +
 			"behind is disconnected and may resume from its last id.",
 		params: []param{
-			{name: "Last-Event-ID", in: "header", description: "Resume after this cursor.", schema: schema{"type": "string"}},
-			{name: "cursor", in: "query", description: "Resume after this cursor (for clients that cannot set headers).", schema: schema{"type": "string"}},
+			{name: "Last-Event-ID", in: "header", description: "Resume after this cursor.", schema: schema{"type": "string", "maxLength": maxCursorLen}},
+			{name: "cursor", in: "query", description: "Resume after this cursor (for clients that cannot set headers).", schema: schema{"type": "string", "maxLength": maxCursorLen}},
 		},
 		responses: []response{{status: http.StatusOK, description: "The stream.",
 			media: &media{types: []string{"text/event-stream"}, schema: schema{"type": "string"}}}},
@@ -110,19 +122,25 @@ var routes = []op{
 	},
 	{
 		method: http.MethodPost, path: "/api/execute", id: "execute", summary: "Schedule a run of a function",
-		description: "Appends a request span (entity_type request, status scheduled, parent_id and related_to the span) as the " +
-			"principal; the engine runs it and appends an execution span. With ?wait, waits up to that long for the execution.",
-		params: []param{{name: "wait", in: "query", description: "How long to wait for the execution (a Go duration such as 10s; capped by the server).",
-			schema: schema{"type": "string"}}},
+		description: "Appends a request span (entity_type request, status scheduled, parent_id and related_to the function) as the " +
+			"principal; the engine runs it and closes the request with a next version of it (status complete or error). " +
+			"With ?wait, waits up to that long for that outcome, whatever it is: the execution, or the engine's refusal " +
+			"(error.code quota_exceeded, with the policy_violation; not_found). Every outcome the engine recorded is a 200; " +
+			"status and error say what it was.",
+		params: []param{{name: "wait", in: "query", description: "How long to wait for the outcome (a Go duration such as 10s, or whole seconds; capped by the server).",
+			schema: schema{"type": "string", "maxLength": 32}}},
 		body: &media{required: true, types: []string{"application/json"}, schema: ref("ExecuteRequest")},
 		responses: []response{
-			jsonResponse(http.StatusAccepted, "Scheduled (or still running when the wait ended).", ref("ExecuteResult")),
-			jsonResponse(http.StatusOK, "The execution finished within the wait.", ref("ExecuteResult")),
-			problemResponse(http.StatusBadRequest, "Not JSON, a wrong type or an unknown field; field names it."),
+			jsonResponse(http.StatusAccepted, "Scheduled, and not closed by the engine when the wait ended (or no wait): status is scheduled.", ref("ExecuteResult")),
+			jsonResponse(http.StatusOK, "The engine closed the request within the wait. status complete: execution holds the run. "+
+				"status error: error says why, error.code quota_exceeded (policy_violation holds the violation), not_found, "+
+				"or the execution's own error (execution holds the run); request is the request's closing version.", ref("ExecuteResult")),
+			problemResponse(http.StatusBadRequest, "Not JSON, a wrong type, an unknown field (names are case-sensitive), a field given twice, or a bad parameter; field names it."),
 			problemResponse(http.StatusNotFound, "No such span visible to the principal."),
 			problemResponse(http.StatusRequestEntityTooLarge, "The body is too large."),
 			problemResponse(http.StatusUnsupportedMediaType, "Content-Type is not application/json."),
-			problemResponse(http.StatusUnprocessableEntity, "span_id is missing or not a UUID, or the input is too large."),
+			problemResponse(http.StatusUnprocessableEntity, "span_id is missing or not a UUID, or names a span that is not a function "+
+				"(detail says its entity_type; nothing is written), or the input breaks the span schema (too large, \\u0000, duplicate keys); field names it."),
 		},
 		handle: (*Server).execute,
 	},
@@ -160,42 +178,22 @@ var routes = []op{
 	},
 }
 
-// register adds every route of the table to e, each behind its token check
-// (unless public) and its query-parameter check.
-func (s *Server) register(e *echo.Echo) {
+// register adds every route of the table to e, each behind its parameter
+// check (paramChecker) and its token check (unless public).
+func (s *Server) register(e *echo.Echo) error {
 	for _, o := range routes {
 		h := o.handle
-		known := map[string]bool{}
-		for _, p := range o.params {
-			if p.in == "query" {
-				known[p.name] = true
-			}
+		pc, err := newParamChecker(o)
+		if err != nil {
+			return err
 		}
-		mw := []echo.MiddlewareFunc{queryCheck(known)}
+		mw := []echo.MiddlewareFunc{pc.middleware}
 		if !o.public {
 			mw = append(mw, s.authenticate)
 		}
 		e.Add(o.method, o.path, func(c echo.Context) error { return h(s, c) }, mw...)
 	}
-}
-
-// queryCheck refuses query parameters the route does not declare, so a
-// typo (entity-type for entity_type) is an error, not a silently
-// unfiltered listing.
-func queryCheck(known map[string]bool) echo.MiddlewareFunc {
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			for name, vs := range c.QueryParams() {
-				if !known[name] {
-					return fail(codeMalformed, name, "unknown query parameter %q", name)
-				}
-				if len(vs) > 1 {
-					return fail(codeMalformed, name, "query parameter %q given %d times", name, len(vs))
-				}
-			}
-			return next(c)
-		}
-	}
+	return nil
 }
 
 // principalKey is where authenticate leaves the principal in the context.

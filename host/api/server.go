@@ -52,9 +52,14 @@ type Config struct {
 	// proxies) alive. Default 15s.
 	Heartbeat time.Duration
 	// StreamBuffer is how many bytes of events an SSE client may leave
-	// unread: a client still that far behind when more events arrive is
-	// disconnected (it can resume with Last-Event-ID). Default 16 MiB.
+	// unread (queued for it, or being written, but not yet taken by its
+	// connection): a client behind on earlier events that more events take
+	// past it is disconnected (it can resume with Last-Event-ID); a burst
+	// that finds it caught up is let through whole. Default 16 MiB.
 	StreamBuffer int
+	// StreamWriteTimeout bounds one write to an SSE client: a client that
+	// takes nothing for that long is dropped as slow. Default 60s.
+	StreamWriteTimeout time.Duration
 	// ShutdownTimeout bounds how long Serve waits for requests in flight
 	// once its context ends. Default 10s.
 	ShutdownTimeout time.Duration
@@ -97,6 +102,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StreamBuffer == 0 {
 		cfg.StreamBuffer = 16 << 20
 	}
+	if cfg.StreamWriteTimeout == 0 {
+		cfg.StreamWriteTimeout = 60 * time.Second
+	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
@@ -106,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.MaxWait < 0 || cfg.Heartbeat < 0 || cfg.StreamBuffer < 0 || cfg.ShutdownTimeout < 0 {
+	if cfg.MaxBodyBytes < 0 || cfg.MaxWait < 0 || cfg.Heartbeat < 0 || cfg.StreamBuffer < 0 || cfg.StreamWriteTimeout < 0 || cfg.ShutdownTimeout < 0 {
 		return nil, errors.New("api: Config limits must not be negative")
 	}
 	s := &Server{cfg: cfg, l: cfg.Ledger, log: cfg.Logger, reg: prometheus.NewRegistry()}
@@ -138,7 +146,9 @@ func New(cfg Config) (*Server, error) {
 			MaxAge:        600,
 		}))
 	}
-	s.register(e)
+	if err := s.register(e); err != nil {
+		return nil, err
+	}
 	s.e = e
 	return s, nil
 }

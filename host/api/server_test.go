@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/span"
 )
 
 // The OpenAPI document and the routes echo serves agree, both ways: every
@@ -202,7 +203,7 @@ func TestGracefulShutdown(t *testing.T) {
 	tok := b.token(t, "acme", "alice")
 	c := b.subscribe(t, tok, nil, "")
 	c.start(t)
-	fn := b.appendAs(t, ledger.User("acme", "alice"), note("f", "private"))[0]
+	fn := b.appendAs(t, ledger.User("acme", "alice"), span.Span{EntityType: "function", Who: "alice", This: "f", Code: "1"})[0]
 	c.next(t)
 	waiting := make(chan reply, 1)
 	go func() {

@@ -2,7 +2,9 @@ package api
 
 import (
 	"bufio"
+	"errors"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -11,13 +13,9 @@ import (
 	"github.com/logline/logline/host/ledger"
 )
 
-// writeTimeout bounds one write to an SSE client; a client that reads
-// nothing for that long is gone.
-const writeTimeout = 60 * time.Second
-
 // subscriber is one SSE client: a queue the hub fills (without ever
 // blocking) and the client's handler drains onto the connection. A client
-// that lets more than its buffer pile up is dropped; the server and the
+// that leaves more than its buffer unread is dropped; the server and the
 // other clients carry on.
 type subscriber struct {
 	limit  int
@@ -25,9 +23,14 @@ type subscriber struct {
 	gone   chan struct{} // closed when dropped
 	kill   func()        // unblocks a write in progress
 
-	mu      sync.Mutex
-	queue   []*event
-	queued  int           // bytes in queue
+	mu    sync.Mutex
+	queue []*event
+	// unread counts the bytes of queued events and of taken events not yet
+	// written: a batch the handler took is not read by the client until
+	// its write returns, and a write blocked on a client that reads
+	// nothing must count, or the queue looks empty while the client is
+	// megabytes behind.
+	unread  int
 	last    ledger.Cursor // the last event queued or sent
 	dropped bool
 }
@@ -42,25 +45,28 @@ func (s *subscriber) push(evs []*event, enforce bool) {
 	if s.dropped {
 		return
 	}
-	// Slow means the client has not taken what came before; a burst that
-	// arrives at once (one fetch) is never held against it. Events are
-	// shared, so the burst costs one pointer per event here.
-	if enforce && s.queued > s.limit {
-		s.dropped = true
-		s.queue = nil
-		close(s.gone)
-		s.kill() // under mu, so the writer cannot push the deadline back out
-		return
-	}
+	behind := s.unread > 0
 	n := 0
 	for _, ev := range evs {
 		if !before(s.last, ev.cur) {
 			continue
 		}
 		s.queue = append(s.queue, ev)
-		s.queued += len(ev.wire)
+		s.unread += len(ev.wire)
 		s.last = ev.cur
 		n++
+	}
+	// Decided after adding: the push that takes the client past its limit
+	// is the one that drops it, as there may be no next push to notice.
+	// Slow means behind on what came before: a burst that finds the client
+	// caught up is never held against it (one fetch may exceed the buffer),
+	// and a client that then never reads it ends at the write deadline.
+	if enforce && behind && s.unread > s.limit {
+		s.dropped = true
+		s.queue = nil
+		close(s.gone)
+		s.kill() // under mu, so the writer cannot push the deadline back out
+		return
 	}
 	if n > 0 {
 		select {
@@ -70,22 +76,30 @@ func (s *subscriber) push(evs []*event, enforce bool) {
 	}
 }
 
+// take hands the queue to the writer; its bytes stay unread until wrote.
 func (s *subscriber) take() []*event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.queue
-	s.queue, s.queued = nil, 0
+	s.queue = nil
 	return q
 }
 
+// wrote records that n bytes of taken events went onto the connection.
+func (s *subscriber) wrote(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unread -= n
+}
+
 // arm sets the deadline for the next writes unless s was dropped.
-func (s *subscriber) arm(rc *http.ResponseController) bool {
+func (s *subscriber) arm(rc *http.ResponseController, timeout time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dropped {
 		return false
 	}
-	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_ = rc.SetWriteDeadline(time.Now().Add(timeout))
 	return true
 }
 
@@ -124,22 +138,36 @@ func (s *Server) stream(c echo.Context) error {
 		}
 		return rc.Flush()
 	}
-	send := func(evs []*event) error {
-		if !sub.arm(rc) {
+	// send writes evs; queued says they came through sub's queue, so
+	// their bytes leave its unread count as they are written.
+	send := func(evs []*event, queued bool) error {
+		if !sub.arm(rc, s.cfg.StreamWriteTimeout) {
 			return http.ErrHandlerTimeout
 		}
 		for _, ev := range evs {
 			if _, err := bw.Write(ev.wire); err != nil {
 				return err
 			}
+			if queued {
+				sub.wrote(len(ev.wire))
+			}
 		}
 		s.m.events.Add(float64(len(evs)))
 		return flush()
 	}
+	// ended counts a stream that ended on a failed write as a dropped slow
+	// client when it was dropped for its buffer, or when the write ran
+	// into its deadline (a client that took nothing for that long).
+	ended := func(err error) error {
+		if isDropped(sub) || errors.Is(err, os.ErrDeadlineExceeded) {
+			s.m.dropped.Inc()
+		}
+		return nil
+	}
 	s.m.subscribers.Inc()
 	defer s.m.subscribers.Dec()
 
-	sub.arm(rc)
+	sub.arm(rc, s.cfg.StreamWriteTimeout)
 	_, _ = bw.WriteString("retry: 2000\n\n")
 	var g *group
 	if from == nil {
@@ -151,9 +179,9 @@ func (s *Server) stream(c echo.Context) error {
 		// An id without data: the client's Last-Event-ID becomes the start,
 		// so a reconnect before any event still misses nothing.
 		_, _ = bw.WriteString("id: " + cursorID(pos) + "\n\n")
-		if flush() != nil {
+		if err := flush(); err != nil {
 			s.hub.leave(g, sub)
-			return nil
+			return ended(err)
 		}
 	} else {
 		// Replay up to the horizon straight onto the connection (a long
@@ -166,8 +194,11 @@ func (s *Server) stream(c echo.Context) error {
 				return nil
 			}
 			evs, err := encodeEvents(pg.Items)
-			if err != nil || send(evs) != nil {
+			if err != nil {
 				return nil
+			}
+			if err := send(evs, false); err != nil {
+				return ended(err)
 			}
 			cur = pg.Next
 			if len(pg.Items) < fetchLimit {
@@ -175,7 +206,7 @@ func (s *Server) stream(c echo.Context) error {
 			}
 		}
 		if err := flush(); err != nil {
-			return nil
+			return ended(err)
 		}
 		sub.last = cur
 		var err error
@@ -190,18 +221,19 @@ func (s *Server) stream(c echo.Context) error {
 	for {
 		select {
 		case <-sub.signal:
-			if send(sub.take()) != nil {
-				if isDropped(sub) {
-					s.m.dropped.Inc()
-				}
-				return nil
+			if err := send(sub.take(), true); err != nil {
+				return ended(err)
 			}
 		case <-hb.C:
-			if !sub.arm(rc) {
+			if !sub.arm(rc, s.cfg.StreamWriteTimeout) {
 				continue // gone is closed; the next pass returns
 			}
-			if _, err := bw.WriteString(": ping\n\n"); err != nil || flush() != nil {
-				return nil
+			_, err := bw.WriteString(": ping\n\n")
+			if err == nil {
+				err = flush()
+			}
+			if err != nil {
+				return ended(err)
 			}
 		case <-sub.gone:
 			s.m.dropped.Inc()

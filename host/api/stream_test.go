@@ -114,13 +114,18 @@ func readSSE(body io.Reader, events chan<- sseEvent, comments chan<- string) err
 
 func (c *sseClient) next(t testing.TB) sseEvent {
 	t.Helper()
+	return c.nextWithin(t, 15*time.Second)
+}
+
+func (c *sseClient) nextWithin(t testing.TB, d time.Duration) sseEvent {
+	t.Helper()
 	select {
 	case ev := <-c.events:
 		return ev
 	case err := <-c.done:
 		t.Fatalf("stream ended: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("no event in 15s")
+	case <-time.After(d):
+		t.Fatalf("no event in %s", d)
 	}
 	return sseEvent{}
 }
@@ -318,43 +323,206 @@ func TestStreamHeartbeat(t *testing.T) {
 	}
 }
 
+// slowWait bounds each step of the slow-client tests: they move tens of
+// megabytes, which a loaded machine under the race detector can take a
+// long while to do.
+const slowWait = 2 * time.Minute
+
+// slowClient opens a stream on a raw connection that sends its request and
+// then reads nothing at all. Its receive buffer is fixed (no autotuning), so
+// what the server can write before blocking is bounded on any machine; it
+// stays above a few loopback segments (64 KiB each), or the window updates
+// once the test drains it would stall.
+func (b *bundle) slowClient(t *testing.T, tok string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(b.url, "http://"))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	require.NoError(t, conn.(*net.TCPConn).SetReadBuffer(256<<10))
+	_, err = fmt.Fprintf(conn, "GET /api/timeline/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tok)
+	require.NoError(t, err)
+	return conn
+}
+
 // A client that stops reading is dropped once its buffer fills; the others
-// and the server carry on.
+// and the server carry on. The spans go in one at a time, each once the
+// fast client has it: each is then a push of its own, the fast client is
+// never behind by more than one, and the slow client falls behind by one
+// more with every push, so the drop happens on the push that takes it past
+// its buffer — on any machine, however loaded, whatever the timing.
 func TestStreamDropsSlowClient(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *Config) { c.StreamBuffer = 8 << 20 })
 	tok := b.token(t, "acme", "alice")
 	fast := b.subscribe(t, tok, nil, "")
 	fast.start(t)
+	conn := b.slowClient(t, tok)
+	eventuallyFor(t, slowWait, func() bool { return counter(t, b.srv, "logline_stream_subscribers") == 2 })
 
-	// The slow client: a raw connection that sends its request and then
-	// reads nothing at all.
-	conn, err := net.Dial("tcp", strings.TrimPrefix(b.url, "http://"))
-	require.NoError(t, err)
-	defer conn.Close()
-	_, err = fmt.Fprintf(conn, "GET /api/timeline/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tok)
-	require.NoError(t, err)
-	eventually(t, func() bool { return counter(t, b.srv, "logline_stream_subscribers") == 2 })
-
-	// Far more than socket buffers and the stream buffer hold.
-	const n = 160
+	// Far more than the send buffer and the stream buffer hold together.
+	const n = 100
 	payload := json.RawMessage(`{"blob":"` + strings.Repeat("x", 256<<10) + `"}`)
 	for i := range n {
 		s := note(fmt.Sprintf("n%d", i), "private")
 		s.Metadata = payload
 		b.appendAs(t, ledger.User("acme", "alice"), s)
+		require.Equal(t, fmt.Sprintf("n%d", i), fast.nextWithin(t, slowWait).span(t).Name)
 	}
-	for i := range n {
-		require.Equal(t, fmt.Sprintf("n%d", i), fast.next(t).span(t).Name)
-	}
-	eventually(t, func() bool { return counter(t, b.srv, "logline_stream_dropped_total") == 1 })
-	eventually(t, func() bool { return counter(t, b.srv, "logline_stream_subscribers") == 1 })
+	eventuallyFor(t, slowWait, func() bool { return counter(t, b.srv, "logline_stream_dropped_total") == 1 })
+	eventuallyFor(t, slowWait, func() bool { return counter(t, b.srv, "logline_stream_subscribers") == 1 })
 	// The slow client's connection was closed: draining it ends in EOF.
-	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(slowWait)))
+	_, err := io.Copy(io.Discard, conn)
+	require.NoError(t, err)
+	// The fast one is still there, and the server still serves.
+	b.appendAs(t, ledger.User("acme", "alice"), note("after", "private"))
+	require.Equal(t, "after", fast.nextWithin(t, slowWait).span(t).Name)
+	require.Equal(t, http.StatusOK, b.do(t, http.MethodGet, "/api/spans?limit=1", tok, nil, nil).status)
+	require.Equal(t, float64(1), counter(t, b.srv, "logline_stream_dropped_total"))
+}
+
+// observer is a sink of the hub, in the test's process: it sees each push
+// of its group when the group's other sinks do.
+type observer struct {
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func (o *observer) deliver(evs []*event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, ev := range evs {
+		o.names[ev.span.Name] = true
+	}
+}
+
+func (o *observer) saw(name string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.names[name]
+}
+
+// A burst that lands on a slow client in one push, and then nothing more:
+// the push that takes it past its buffer drops it, though no push follows.
+// This is what a loaded machine produced: the writer had taken the queue
+// and was blocked writing it to a client that read nothing, so the queue
+// looked empty when the last burst came and nothing counted as behind.
+func TestStreamDropsSlowClientOnItsLastBurst(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) { c.StreamBuffer = 4 << 20 })
+	tok := b.token(t, "acme", "alice")
+	alice := ledger.User("acme", "alice")
+	conn := b.slowClient(t, tok)
+	eventuallyFor(t, slowWait, func() bool { return counter(t, b.srv, "logline_stream_subscribers") == 1 })
+	// The observer joins alice's group, the slow client's: when it has
+	// seen a push, so has the slow client (one fetch delivers to every
+	// sink under the group's lock).
+	obs := &observer{names: map[string]bool{}}
+	g, _, err := b.srv.hub.joinAt(context.Background(), alice, obs)
+	require.NoError(t, err)
+	defer b.srv.hub.leave(g, obs)
+
+	payload := json.RawMessage(`{"blob":"` + strings.Repeat("x", 256<<10) + `"}`)
+	batch := func(prefix string, n int) []span.Span {
+		out := make([]span.Span, n)
+		for i := range out {
+			out[i] = note(fmt.Sprintf("%s%d", prefix, i), "private")
+			out[i].Metadata = payload
+		}
+		return out
+	}
+	// 10 MiB in one transaction: one push that finds the client caught up
+	// (let through whole), more than the send buffer, so the writer blocks
+	// on it.
+	b.appendAs(t, alice, batch("a", 40)...)
+	eventuallyFor(t, slowWait, func() bool { return obs.saw("a39") })
+	// 5 MiB more, in one push, and the last.
+	b.appendAs(t, alice, batch("b", 20)...)
+	eventuallyFor(t, slowWait, func() bool { return obs.saw("b19") })
+	eventuallyFor(t, slowWait, func() bool { return counter(t, b.srv, "logline_stream_dropped_total") == 1 })
+	eventuallyFor(t, slowWait, func() bool { return counter(t, b.srv, "logline_stream_subscribers") == 0 })
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(slowWait)))
 	_, err = io.Copy(io.Discard, conn)
 	require.NoError(t, err)
-	// The server still serves.
-	require.Equal(t, http.StatusOK, b.do(t, http.MethodGet, "/api/spans?limit=1", tok, nil, nil).status)
+}
+
+// The drop rule, push by push: a client is dropped by the push that takes
+// it past its buffer while it is still behind on earlier events (queued, or
+// taken and not yet written); a burst that finds it caught up is let
+// through whole.
+func TestSubscriberDropRule(t *testing.T) {
+	t.Parallel()
+	tx := uint64(0)
+	ev := func(size int) []*event {
+		tx++
+		return []*event{{cur: ledger.Cursor{Tx: tx}, span: &span.Span{}, wire: make([]byte, size)}}
+	}
+	newSub := func() (*subscriber, *bool) {
+		killed := false
+		s := testSubscriber()
+		s.limit = 1000
+		s.kill = func() { killed = true }
+		return s, &killed
+	}
+
+	s, killed := newSub()
+	s.push(ev(3000), true)
+	require.False(t, isDropped(s), "a burst into a caught-up client is let through")
+	taken := s.take()
+	require.Len(t, taken, 1)
+	s.push(ev(1), true)
+	require.True(t, isDropped(s), "taken but not written is still unread")
+	require.True(t, *killed, "the write in progress is cut")
+	select {
+	case <-s.gone:
+	default:
+		t.Fatal("gone is not closed")
+	}
+
+	s, _ = newSub()
+	s.push(ev(500), true)
+	s.wrote(len(s.take()[0].wire))
+	s.push(ev(3000), true)
+	require.False(t, isDropped(s), "written: caught up again")
+
+	s, _ = newSub()
+	s.push(ev(400), true)
+	s.take()
+	s.push(ev(400), true)
+	require.False(t, isDropped(s), "800 of 1000")
+	s.push(ev(400), true)
+	require.True(t, isDropped(s), "the push that crosses the limit drops, with no next push needed")
+
+	s, _ = newSub()
+	s.push(ev(400), false)
+	s.push(ev(4000), false)
+	require.False(t, isDropped(s), "a catch-up is never enforced")
+}
+
+// A client that takes nothing for the write timeout is dropped as slow too,
+// though its buffer never fills: the connection ends at the write deadline
+// and counts as a dropped client.
+func TestStreamWriteDeadlineDropsClient(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) {
+		c.StreamBuffer = 1 << 30 // never reached
+		c.StreamWriteTimeout = time.Second
+	})
+	tok := b.token(t, "acme", "alice")
+	conn := b.slowClient(t, tok)
+	eventuallyFor(t, slowWait, func() bool { return counter(t, b.srv, "logline_stream_subscribers") == 1 })
+	payload := json.RawMessage(`{"blob":"` + strings.Repeat("x", 256<<10) + `"}`)
+	spans := make([]span.Span, 40) // 10 MiB: more than the send buffer
+	for i := range spans {
+		spans[i] = note(fmt.Sprintf("n%d", i), "private")
+		spans[i].Metadata = payload
+	}
+	b.appendAs(t, ledger.User("acme", "alice"), spans...)
+	eventuallyFor(t, slowWait, func() bool { return counter(t, b.srv, "logline_stream_dropped_total") == 1 })
+	eventuallyFor(t, slowWait, func() bool { return counter(t, b.srv, "logline_stream_subscribers") == 0 })
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(slowWait)))
+	_, err := io.Copy(io.Discard, conn)
+	require.NoError(t, err)
 }
 
 // The must-show: 500 concurrent subscribers each receive all of 10,000
