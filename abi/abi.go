@@ -104,7 +104,7 @@ const (
 	LogError = 3
 )
 
-// Error codes recorded on execution spans (error.code), DESIGN §5.
+// Error codes recorded on execution spans (error.code), contract §5.
 const (
 	CodeFuelExhausted    = "fuel_exhausted"
 	CodeMemoryLimit      = "memory_limit"

@@ -1,4 +1,4 @@
--- 001: the span ledger. The seed's schema (Bluebook §1) with the fixes of DESIGN §8:
+-- 001: the span ledger. The seed's schema (Bluebook §1) with the fixes of the contract (RATIONALE.md §8):
 -- ids-only NOTIFY, TRUNCATE blocked, seq = latest+1 enforced, forks impossible,
 -- a service principal per tenant, a latest-version view, FORCE ROW LEVEL SECURITY,
 -- and a serving role that is neither superuser, owner nor BYPASSRLS.

@@ -17,8 +17,8 @@ type Stock struct {
 }
 
 // Kernels and Policies are the stock code, in the order they are seeded. The
-// seed's invalid UUIDs map to valid ones as RATIONALE.md documents (DESIGN
-// §8.9): "ppol00000003" → "0b0100000003".
+// seed's invalid UUIDs map to valid ones as RATIONALE.md documents (contract
+// §8): "ppol00000003" → "0b0100000003".
 var (
 	Kernels = []Stock{
 		{"00000000-0000-4000-8000-000000000001", "kernel", "run_code_kernel", "run_code.js", 200_000_000},

@@ -1,6 +1,6 @@
 // Command logline is the LogLine host: the ledger CLI, Stage-0, and the
 // server. The command-line contract (flags, environment, exit codes) is
-// DESIGN §10; scripts and tests rely on it.
+// contract §10; scripts and tests rely on it.
 package main
 
 import (

@@ -14,7 +14,7 @@ import (
 	"github.com/logline/logline/host/span"
 )
 
-// Exit codes (DESIGN §10).
+// Exit codes (contract §10).
 const (
 	exitOK     = 0
 	exitFailed = 1 // a check failed or a run ended in error

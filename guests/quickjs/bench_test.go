@@ -20,7 +20,7 @@ import (
 	"github.com/logline/logline/host/sandbox"
 )
 
-// The benchmarks print one BENCH line each (DESIGN §11): the QuickJS guest
+// The benchmarks print one BENCH line each (contract §11): the QuickJS guest
 // (ours) beside the same work in a Go guest (baseline), measured in the same
 // process, interleaved in rounds; the best round counts (the machine is
 // shared, and noise only ever adds time). b.N does not change what they

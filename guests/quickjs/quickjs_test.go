@@ -287,9 +287,9 @@ func TestJSONCrossesIntact(t *testing.T) {
 // the vectors', byte for byte.
 func TestProofVectorsRoundTrip(t *testing.T) {
 	t.Parallel()
-	// Where host/span's tests read them: <repo root>/../shared/vectors.
-	raw, err := os.ReadFile("../../../shared/vectors/span_proofs.json")
-	require.NoError(t, err, "the span proof vectors must be at <repo root>/../shared/vectors/span_proofs.json")
+	// The vectors host/span's tests read.
+	raw, err := os.ReadFile("../../host/span/testdata/span_proofs.json")
+	require.NoError(t, err, "the span proof vectors must be at host/span/testdata/span_proofs.json")
 	var doc struct {
 		Vectors []struct {
 			Span      json.RawMessage `json:"span"`

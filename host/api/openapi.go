@@ -324,7 +324,7 @@ func spanSchema() schema {
 	}
 	return schema{
 		"type":                 "object",
-		"description":          "One row of the ledger (DESIGN §3). A body needs entity_type, who and this; the server fills the rest.",
+		"description":          "One row of the ledger (contract §3). A body needs entity_type, who and this; the server fills the rest.",
 		"properties":           props,
 		"additionalProperties": false,
 		"required":             []string{"entity_type", "who", "this"},

@@ -1,5 +1,5 @@
 // Package api is the HTTP room: the seed's REST and Server-Sent Events API
-// (Bluebook §7, DESIGN §7) on echo, for many tenants.
+// (Bluebook §7, contract §7) on echo, for many tenants.
 //
 // Every request acts as the (tenant, user) of its bearer token, never as
 // anything a body says, and reaches the database only through host/ledger

@@ -2,7 +2,7 @@
 // (scheduled functions → requests), request_worker (requests → executions)
 // and policy_agent (new spans → policy actions) — for every tenant, on the
 // manifest's intervals and at once when a NOTIFY says there is work
-// (DESIGN §6).
+// (contract §6).
 //
 // The engine itself is host code of Stage-0's trust: it decides which
 // tenant has work (from ledger.heads, whose partial indexes hold open

@@ -13,7 +13,7 @@ import (
 	wasi "github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
-// The benchmarks print one BENCH line each (DESIGN §11), measured once per
+// The benchmarks print one BENCH line each (contract §11), measured once per
 // process whatever b.N is: each side runs rounds of a fixed number of
 // iterations, interleaved, and the fastest round counts (the machine is
 // shared; noise only ever adds time).

@@ -3,7 +3,7 @@
 // package abi (abi/ABI.md). It loads a module (checks its imports against
 // the ABI, injects fuel metering, compiles it once per hash), keeps pools of
 // pristine instances per (module, tenant), and runs them under the limits
-// of DESIGN §5: fuel, memory pages, output and log bytes, host calls, spans
+// of contract §5: fuel, memory pages, output and log bytes, host calls, spans
 // and deadlines. Every failure ends only the run it happened in, with a
 // stable abi.Code* in Result.Err; nothing a guest does panics the host.
 //

@@ -36,7 +36,7 @@ type Limits struct {
 	Wall time.Duration
 }
 
-// Default limit values (DESIGN §5).
+// Default limit values (contract §5).
 const (
 	DefaultFuel = 11_000_000
 	// DefaultMemoryPages is 512 pages (32 MiB). A Go guest (GOOS=wasip1)

@@ -2,7 +2,7 @@
 // ledger.universal_registry, its validation, its canonical form, its hash and
 // its Ed25519 signature, and the decoding of user-supplied JSON/NDJSON spans.
 //
-// Proofs follow DESIGN §3 and reproduce shared/vectors/span_proofs.json byte
+// Proofs follow the contract (RATIONALE.md §3) and reproduce testdata/span_proofs.json byte
 // for byte:
 //
 //   - canonical form = RFC 8785 (JCS) of the span with curr_hash and signature

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// proofVectors is shared/vectors/span_proofs.json.
+// proofVectors is testdata/span_proofs.json.
 type proofVectors struct {
 	SeedHex   string `json:"ed25519_private_seed_hex"`
 	PublicKey string `json:"public_key_hex"`
@@ -22,24 +22,13 @@ type proofVectors struct {
 	} `json:"vectors"`
 }
 
-// loadVectors reads <repo root>/../shared/vectors/span_proofs.json, the repo
-// root being the nearest directory above the working directory with a
-// go.mod. A missing file fails the test: the vectors are the contract.
+// loadVectors reads testdata/span_proofs.json, the proof vectors any
+// implementation must reproduce byte for byte (the contract, RATIONALE.md
+// §3). A missing file fails the test: the vectors are the contract.
 func loadVectors(t *testing.T) proofVectors {
 	t.Helper()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		require.NotEqual(t, dir, parent, "no go.mod above the working directory")
-		dir = parent
-	}
-	path := filepath.Join(dir, "..", "shared", "vectors", "span_proofs.json")
-	b, err := os.ReadFile(path)
-	require.NoError(t, err, "the span proof vectors must be at <repo root>/../shared/vectors/span_proofs.json")
+	b, err := os.ReadFile(filepath.Join("testdata", "span_proofs.json"))
+	require.NoError(t, err, "the span proof vectors must be at host/span/testdata/span_proofs.json")
 	var v proofVectors
 	require.NoError(t, json.Unmarshal(b, &v))
 	require.NotEmpty(t, v.Vectors)
