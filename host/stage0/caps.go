@@ -146,18 +146,13 @@ func (c *kernelCaps) InsertSpan(ctx context.Context, raw []byte) ([]byte, error)
 	}
 	spans := make([]span.Span, 0, len(items))
 	for i, item := range items {
-		one, err := span.Decode(bytes.NewReader(item))
-		if err == nil && len(one) != 1 {
-			err = fmt.Errorf("want one span object, got %d", len(one))
-		}
+		s, err := kernelSpan(item)
 		if err != nil {
 			if array {
 				return nil, callErr(abi.ErrInvalid, "insert_span: span %d of the array: %v", i, err)
 			}
 			return nil, callErr(abi.ErrInvalid, "insert_span: %v", err)
 		}
-		s := one[0]
-		s.At, s.PrevHash, s.CurrHash, s.Signature, s.PublicKey = "", "", "", "", ""
 		spans = append(spans, s)
 	}
 	out, err := c.h.ledger.Append(ctx, c.p, spans...)
@@ -168,6 +163,22 @@ func (c *kernelCaps) InsertSpan(ctx context.Context, raw []byte) ([]byte, error)
 		return json.Marshal(&out[0])
 	}
 	return json.Marshal(out)
+}
+
+// kernelSpan decodes one span a kernel emits, as the host will seal it:
+// whatever proofs the guest supplies are dropped, so guests never sign
+// anything.
+func kernelSpan(item []byte) (span.Span, error) {
+	one, err := span.Decode(bytes.NewReader(item))
+	if err == nil && len(one) != 1 {
+		err = fmt.Errorf("want one span object, got %d", len(one))
+	}
+	if err != nil {
+		return span.Span{}, err
+	}
+	s := one[0]
+	s.At, s.PrevHash, s.CurrHash, s.Signature, s.PublicKey = "", "", "", "", ""
+	return s, nil
 }
 
 // CheckSpans judges an array of spans as InsertSpan would take them, and
@@ -185,16 +196,11 @@ func (c *kernelCaps) CheckSpans(ctx context.Context, raw []byte) ([]byte, error)
 			verdicts[i] = &abi.Error{Code: abi.CodeInvalidOutput, Message: "the span JSON " + err.Error()}
 			continue
 		}
-		one, err := span.Decode(bytes.NewReader(item))
-		if err == nil && len(one) != 1 {
-			err = fmt.Errorf("want one span object, got %d", len(one))
-		}
+		s, err := kernelSpan(item)
 		if err != nil {
 			verdicts[i] = &abi.Error{Code: abi.ErrName(abi.ErrInvalid), Message: span.CleanText(err.Error())}
 			continue
 		}
-		s := one[0]
-		s.At, s.PrevHash, s.CurrHash, s.Signature, s.PublicKey = "", "", "", "", ""
 		spans = append(spans, s)
 		at = append(at, i)
 	}

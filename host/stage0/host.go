@@ -111,7 +111,6 @@ func recordable(res *sandbox.Result) {
 		}
 	}
 	if res.Err != nil {
-		res.Err.Code = span.CleanText(res.Err.Code)
 		res.Err.Message = span.CleanText(res.Err.Message)
 	}
 }
