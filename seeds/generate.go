@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Stock is one stock kernel or policy: a span whose code is the JavaScript
@@ -14,6 +15,13 @@ import (
 type Stock struct {
 	ID, Kind, Name, Source string
 	Fuel                   int64 // metadata.limits.fuel, 0 for the default
+	// Libs are more shared sources of guests/kernels, prepended after
+	// lib.js (the prompt kernels share prompt.js).
+	Libs []string
+	// Wall is metadata.limits.wall_ms, 0 for the default: the prompt
+	// kernels that run evals call a provider hundreds of times in one run,
+	// each up to its timeout.
+	Wall time.Duration
 }
 
 // Kernels and Policies are the stock code, in the order they are seeded. The
@@ -21,25 +29,64 @@ type Stock struct {
 // §8): "ppol00000003" → "0b0100000003".
 var (
 	Kernels = []Stock{
-		{"00000000-0000-4000-8000-000000000001", "kernel", "run_code_kernel", "run_code.js", 200_000_000},
-		{"00000000-0000-4000-8000-000000000002", "kernel", "observer_bot_kernel", "observer.js", 200_000_000},
-		{"00000000-0000-4000-8000-000000000003", "kernel", "request_worker_kernel", "request_worker.js", 200_000_000},
-		{"00000000-0000-4000-8000-000000000004", "kernel", "policy_agent_kernel", "policy_agent.js", 200_000_000},
-		{"00000000-0000-4000-8000-000000000005", "kernel", "provider_exec_kernel", "provider_exec.js", 0},
+		{"00000000-0000-4000-8000-000000000001", "kernel", "run_code_kernel", "run_code.js", 200_000_000, nil, 0},
+		{"00000000-0000-4000-8000-000000000002", "kernel", "observer_bot_kernel", "observer.js", 200_000_000, nil, 0},
+		{"00000000-0000-4000-8000-000000000003", "kernel", "request_worker_kernel", "request_worker.js", 200_000_000, nil, 0},
+		{"00000000-0000-4000-8000-000000000004", "kernel", "policy_agent_kernel", "policy_agent.js", 200_000_000, nil, 0},
+		{"00000000-0000-4000-8000-000000000005", "kernel", "provider_exec_kernel", "provider_exec.js", 0, nil, 0},
+		// The prompt system (seed §4): the seed's ids bldp/runp/eval/band
+		// mapped to hex tags (RATIONALE.md, "Stage-0").
+		{"c0c0c0c0-0000-4000-8000-0b1d00000001", "kernel", "build_prompt_kernel", "build_prompt.js", 200_000_000, promptLib, 0},
+		{"c0c0c0c0-0000-4000-8000-0e7e00000001", "kernel", "prompt_runner_kernel", "prompt_runner.js", 200_000_000, promptLib, 0},
+		{"c0c0c0c0-0000-4000-8000-0e7a00000001", "kernel", "prompt_eval_kernel", "prompt_eval.js", 4_000_000_000, promptLib, evalWall},
+		{"c0c0c0c0-0000-4000-8000-0ba700000001", "kernel", "prompt_bandit_kernel", "prompt_bandit.js", 1_000_000_000, promptLib, 0},
+		{"00000000-0000-4000-8000-000000000006", "kernel", "prompt_worker_kernel", "prompt_worker.js", 4_000_000_000, promptLib, evalWall},
 	}
 	Policies = []Stock{
-		{"00000000-0000-4000-8000-000000000401", "policy", "slow_exec_policy", "slow_exec.js", 0},
-		{"00000000-0000-4000-8000-000000000402", "policy", "metrics_exec_duration_policy", "metrics_exec_duration.js", 0},
-		{"00000000-0000-4000-8000-000000000403", "policy", "daily_exec_rollup_policy", "daily_exec_rollup.js", 0},
-		{"00000000-0000-4000-8000-000000000404", "policy", "error_report_policy", "error_report.js", 0},
-		{"00000000-0000-4000-8000-000000000405", "policy", "throttle_policy", "throttle.js", 0},
-		{"00000000-0000-4000-8000-0b0100000003", "policy", "ttl_reaper_policy", "ttl_reaper.js", 0},
+		{"00000000-0000-4000-8000-000000000401", "policy", "slow_exec_policy", "slow_exec.js", 0, nil, 0},
+		{"00000000-0000-4000-8000-000000000402", "policy", "metrics_exec_duration_policy", "metrics_exec_duration.js", 0, nil, 0},
+		{"00000000-0000-4000-8000-000000000403", "policy", "daily_exec_rollup_policy", "daily_exec_rollup.js", 0, nil, 0},
+		{"00000000-0000-4000-8000-000000000404", "policy", "error_report_policy", "error_report.js", 0, nil, 0},
+		{"00000000-0000-4000-8000-000000000405", "policy", "throttle_policy", "throttle.js", 0, nil, 0},
+		{"00000000-0000-4000-8000-0b0100000003", "policy", "ttl_reaper_policy", "ttl_reaper.js", 0, nil, 0},
+		{"00000000-0000-4000-8000-0b0100000001", "policy", "prompt_circuit_breaker_policy", "prompt_circuit_breaker.js", 0, nil, 0},
+		{"00000000-0000-4000-8000-0b0100000002", "policy", "prompt_confidence_escalation_policy", "prompt_confidence_escalation.js", 0, nil, 0},
 	}
+	promptLib = []string{"prompt.js"}
+	evalWall  = 20 * time.Minute
 )
 
-// Generated names the seed files Generate writes, relative to the
-// repository root.
-var Generated = map[string][]Stock{"seeds/kernels.ndjson": Kernels, "seeds/policies.ndjson": Policies}
+// Generated names the seed files tools/seedgen writes, relative to the
+// repository root, and how: the stock code from guests/, the prompt seeds
+// (seed §9) from the readable seeds/prompts.json.
+var Generated = map[string]func(root string) ([]byte, error){
+	"seeds/kernels.ndjson":  func(root string) ([]byte, error) { return Generate(root, Kernels) },
+	"seeds/policies.ndjson": func(root string) ([]byte, error) { return Generate(root, Policies) },
+	"seeds/prompts.ndjson":  GeneratePrompts,
+}
+
+// GeneratePrompts renders seeds/prompts.json (an array of spans, written
+// for people) as NDJSON, one span per line, in its order.
+func GeneratePrompts(root string) ([]byte, error) {
+	raw, err := os.ReadFile(filepath.Join(root, "seeds", "prompts.json"))
+	if err != nil {
+		return nil, err
+	}
+	var spans []json.RawMessage
+	if err := json.Unmarshal(raw, &spans); err != nil {
+		return nil, fmt.Errorf("seeds/prompts.json: %w", err)
+	}
+	var out bytes.Buffer
+	for i, s := range spans {
+		var c bytes.Buffer
+		if err := json.Compact(&c, s); err != nil {
+			return nil, fmt.Errorf("seeds/prompts.json: span %d: %w", i, err)
+		}
+		out.Write(c.Bytes())
+		out.WriteByte('\n')
+	}
+	return out.Bytes(), nil
+}
 
 // Generate renders the NDJSON of stock spans from the sources under root
 // (the repository root). `go run ./tools/seedgen` writes it; a test fails
@@ -54,6 +101,13 @@ func Generate(root string, stock []Stock) ([]byte, error) {
 		dir, code := "policies", ""
 		if s.Kind == "kernel" {
 			dir, code = "kernels", string(lib)+"\n"
+			for _, name := range s.Libs {
+				b, err := os.ReadFile(filepath.Join(root, "guests", "kernels", name))
+				if err != nil {
+					return nil, err
+				}
+				code += string(b) + "\n"
+			}
 		}
 		src, err := os.ReadFile(filepath.Join(root, "guests", dir, s.Source))
 		if err != nil {
@@ -68,7 +122,11 @@ func Generate(root string, stock []Stock) ([]byte, error) {
 		if s.Fuel > 0 {
 			// A kernel pass appends what it did as one array: up to a
 			// batch of requests, executions and cursors.
-			meta["limits"] = map[string]any{"fuel": s.Fuel, "spans": 1000}
+			limits := map[string]any{"fuel": s.Fuel, "spans": 1000}
+			if s.Wall > 0 {
+				limits["wall_ms"] = s.Wall.Milliseconds()
+			}
+			meta["limits"] = limits
 		}
 		line, err := json.Marshal(map[string]any{
 			"id": s.ID, "seq": 0, "entity_type": s.Kind, "who": "operator", "did": "defined", "this": s.Kind,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -138,4 +139,7 @@ func TestSeedPublishBootRun(t *testing.T) {
 
 // seedCount is the number of seed spans: the manifest, the stock kernels and
 // the stock policies.
-func seedCount() int { return 1 + len(seeds.Kernels) + len(seeds.Policies) }
+func seedCount() int {
+	prompts, _ := seeds.FS.ReadFile("prompts.ndjson")
+	return 1 + len(seeds.Kernels) + len(seeds.Policies) + bytes.Count(prompts, []byte("\n"))
+}

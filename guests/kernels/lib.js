@@ -276,3 +276,125 @@ async function runRequests(ctx, reqs, lane, exclusive) {
   });
   return { processed: reqs.length, ran, blocked };
 }
+
+// Schedules (observer: recurring functions; prompt_worker: evals and
+// bandits): cron "m h dom mon dow" with an optional leading seconds field,
+// or "@every 30s|5m|1h", in UTC.
+// latestTick is the latest tick of schedule at or before t (ms), not before
+// since (the function's own time), or null.
+function latestTick(schedule, t, since) {
+  const every = /^@every\s+(\d+)(s|m|h)$/.exec(schedule.trim());
+  if (every) {
+    const ms = Number(every[1]) * { s: 1000, m: 60000, h: 3600000 }[every[2]];
+    if (ms <= 0) throw new Error(`schedule ${schedule}: empty period`);
+    const tick = Math.floor(t / ms) * ms;
+    return tick >= since - ms ? tick : null;
+  }
+  const f = schedule.trim().split(/\s+/);
+  if (f.length !== 5 && f.length !== 6) throw new Error(`schedule ${schedule}: want 5 or 6 cron fields or @every`);
+  const withSeconds = f.length === 6;
+  const [sec, min, hour, dom, mon, dow] = withSeconds ? f : ['0', ...f];
+  const m = [field(sec, 0, 59), field(min, 0, 59), field(hour, 0, 23), field(dom, 1, 31), field(mon, 1, 12), field(dow, 0, 7)];
+  if (m[5].has(7)) m[5].add(0);
+  const step = withSeconds ? 1000 : 60000;
+  let tick = Math.floor(t / step) * step;
+  // Look back at most a day (minutes) or an hour (seconds).
+  for (let i = 0; i < (withSeconds ? 3600 : 1440); i++, tick -= step) {
+    if (tick < since - step) return null;
+    const d = new Date(tick);
+    if (m[0].has(d.getUTCSeconds()) && m[1].has(d.getUTCMinutes()) && m[2].has(d.getUTCHours()) &&
+        m[3].has(d.getUTCDate()) && m[4].has(d.getUTCMonth() + 1) && m[5].has(d.getUTCDay())) return tick;
+  }
+  return null;
+}
+
+function field(spec, lo, hi) {
+  const set = new Set();
+  for (const part of spec.split(',')) {
+    const m = /^(\*|(\d+)(?:-(\d+))?)(?:\/(\d+))?$/.exec(part);
+    if (!m) throw new Error(`cron field "${spec}"`);
+    let a = lo, b = hi;
+    if (m[2] !== undefined) { a = Number(m[2]); b = m[3] !== undefined ? Number(m[3]) : (m[4] ? hi : a); }
+    const by = m[4] ? Number(m[4]) : 1;
+    if (a < lo || b > hi || a > b || by < 1) throw new Error(`cron field "${spec}" out of range ${lo}-${hi}`);
+    for (let v = a; v <= b; v += by) set.add(v);
+  }
+  return set;
+}
+
+// callProvider calls a model provider — a provider span whose metadata says
+// {api: "openai"|"ollama", base_url, model, auth_env?, timeout_ms?} — with
+// payload {messages, model?, temperature?, max_tokens?, timeout_ms?}
+// through the http capability (the manifest's allowlist; the API key is
+// named by auth_env and added by the host, never seen here). It never
+// throws for what the provider does: an HTTP error, a timeout or a body
+// that is not the wire format is a typed error ({code: provider_error |
+// timeout | invalid_response, message}). The guest's clock stands still
+// during a run: latency is the host's measure of the call.
+async function callProvider(ctx, prov, payload) {
+  const meta = prov.metadata || {};
+  const base = String(meta.base_url || '').replace(/\/+$/, '');
+  const api = meta.api || (base.includes('11434') ? 'ollama' : 'openai');
+  const model = payload.model || meta.model;
+  const temperature = payload.temperature === undefined ? 0.2 : payload.temperature;
+  // The shorter of the provider's timeout and the caller's.
+  const timeouts = [payload.timeout_ms, meta.timeout_ms].map(Number).filter((x) => x > 0);
+  const req = { method: 'POST', headers: { 'content-type': 'application/json' },
+    timeout_ms: timeouts.length ? Math.min(...timeouts) : undefined };
+  if (api === 'openai') {
+    req.url = `${base}/chat/completions`;
+    const body = { model, messages: payload.messages || [], temperature };
+    if (payload.max_tokens) body.max_tokens = payload.max_tokens;
+    req.body = JSON.stringify(body);
+    if (meta.auth_env) req.auth_env = meta.auth_env;
+  } else if (api === 'ollama') {
+    req.url = `${base}/api/chat`;
+    const options = { temperature };
+    if (payload.max_tokens) options.num_predict = payload.max_tokens;
+    req.body = JSON.stringify({ model: model || 'llama3', messages: payload.messages || [], stream: false, options });
+  } else {
+    throw new Error(`provider ${prov.id}: unsupported api ${JSON.stringify(api)} (want openai or ollama)`);
+  }
+  const r = { api, model, output: null, error: null, usage: {}, latency: 0, content: null, finish_reason: null, tool_calls: 0 };
+  let res;
+  try {
+    res = await ctx.http(req);
+  } catch (e) {
+    r.error = { code: e.code === 'timeout' ? 'timeout' : 'provider_error', message: String(e.message || e) };
+    return r;
+  }
+  r.latency = res.duration_ms;
+  if (res.status < 200 || res.status >= 300) {
+    r.error = { code: 'provider_error', message: `${api} answered HTTP ${res.status}: ${String(res.body).slice(0, 500)}` };
+    return r;
+  }
+  try {
+    r.output = JSON.parse(res.body);
+  } catch (e) {
+    r.error = { code: 'invalid_response', message: `${api} answered HTTP ${res.status} with a body that is not JSON: ${String(res.body).slice(0, 200)}` };
+    return r;
+  }
+  const o = r.output || {};
+  let msg;
+  if (api === 'openai') {
+    const choice = (o.choices && o.choices[0]) || {};
+    msg = choice.message;
+    r.finish_reason = choice.finish_reason || null;
+    if (o.usage) {
+      r.usage = { prompt_tokens: o.usage.prompt_tokens, completion_tokens: o.usage.completion_tokens, total_tokens: o.usage.total_tokens };
+    }
+  } else {
+    msg = o.message;
+    r.finish_reason = o.done_reason || (o.done ? 'stop' : null);
+    r.usage = { prompt_tokens: o.prompt_eval_count, completion_tokens: o.eval_count,
+      total_tokens: (o.prompt_eval_count || 0) + (o.eval_count || 0) };
+  }
+  r.model = o.model || model;
+  if (!msg || (typeof msg.content !== 'string' && !Array.isArray(msg.tool_calls))) {
+    r.error = { code: 'invalid_response', message: `${api} answered without a message: ${String(res.body).slice(0, 200)}` };
+    return r;
+  }
+  r.content = typeof msg.content === 'string' ? msg.content : '';
+  r.tool_calls = Array.isArray(msg.tool_calls) ? msg.tool_calls.length : 0;
+  return r;
+}

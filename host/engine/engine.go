@@ -1,6 +1,7 @@
 // Package engine runs the kernels that keep the ledger moving — observer
-// (scheduled functions → requests), request_worker (requests → executions)
-// and policy_agent (new spans → policy actions) — for every tenant, on the
+// (scheduled functions → requests), request_worker (requests → executions),
+// policy_agent (new spans → policy actions) and prompt_worker (prompt runs,
+// scheduled evals and bandit decisions) — for every tenant, on the
 // manifest's intervals and at once when a NOTIFY says there is work
 // (contract §6).
 //
@@ -40,6 +41,9 @@ const (
 	Observer      = "observer"
 	RequestWorker = "request_worker"
 	PolicyAgent   = "policy_agent"
+	// PromptWorker runs the prompt system's open runs and schedules
+	// (guests/kernels/prompt_worker.js).
+	PromptWorker = "prompt_worker"
 )
 
 // internal are the entity types the kernels write for their own
@@ -52,7 +56,7 @@ var internal = []string{"policy_cursor", "engine_cursor", "quota_counter"}
 type Config struct {
 	// Intervals of the loops' sweeps over every tenant with standing work
 	// (notifications wake a tenant's kernel sooner).
-	Observer, Requests, Policies time.Duration
+	Observer, Requests, Policies, Prompts time.Duration
 	// Concurrency is how many kernel runs the engine has in flight at
 	// once, all loops together (default 4).
 	Concurrency int
@@ -68,6 +72,7 @@ const (
 	DefaultObserver    = 2 * time.Second
 	DefaultRequests    = 2 * time.Second
 	DefaultPolicies    = 5 * time.Second
+	DefaultPrompts     = 30 * time.Second
 	DefaultConcurrency = 4
 )
 
@@ -132,7 +137,7 @@ func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
 	e := &Engine{l: l, h: h, cfg: cfg, log: cfg.Log.With("component", "engine"), loops: map[string]*loop{},
 		sem: make(chan struct{}, cfg.Concurrency), failing: map[pass]*failure{}}
 	e.globals.Store(true)
-	for _, name := range []string{Observer, RequestWorker, PolicyAgent} {
+	for _, name := range []string{Observer, RequestWorker, PolicyAgent, PromptWorker} {
 		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true}
 	}
 	return e
@@ -307,6 +312,8 @@ func (e *Engine) route(ctx context.Context, ids []string) error {
 				e.loops[RequestWorker].mark(tenant)
 			case kind == "function" && status == "scheduled":
 				e.loops[Observer].mark(tenant)
+			case kind == "prompt_request" && status == "scheduled":
+				e.loops[PromptWorker].mark(tenant)
 			}
 			if !seen[tenant] {
 				seen[tenant] = true
@@ -422,6 +429,11 @@ func (e *Engine) interval(name string, m *stage0.Manifest) time.Duration {
 		if m != nil {
 			ms = m.Engine.RequestWorkerMs
 		}
+	case PromptWorker:
+		cfg, def = e.cfg.Prompts, DefaultPrompts
+		if m != nil {
+			ms = m.Engine.PromptWorkerMs
+		}
 	default:
 		cfg, def = e.cfg.Policies, DefaultPolicies
 		if m != nil {
@@ -449,6 +461,11 @@ func (e *Engine) standing(ctx context.Context, name string, globalPolicies bool)
 		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'request' AND status = 'scheduled'`
 	case name == Observer:
 		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'function' AND status = 'scheduled'`
+	case name == PromptWorker:
+		// Open prompt requests, and the tenants with prompt families
+		// (their schedules): both partial indexes of migration 006.
+		q = `SELECT tenant_id FROM ledger.heads WHERE entity_type = 'prompt_request' AND status = 'scheduled'
+		     UNION SELECT tenant_id FROM ledger.heads WHERE entity_type IN ('prompt_variant', 'prompt_routing')`
 	case !globalPolicies:
 		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'policy' AND status = 'active'`
 	default:

@@ -43,7 +43,9 @@ type Config struct {
 	// start function, _initialize and logline_prepare together), whatever
 	// the run's Limits.Fuel: initialization happens once per instance and
 	// ends in the snapshot every run starts from, so its cost is not the
-	// run's. Default 50,000,000.
+	// run's. Default 250,000,000: QuickJS compiling a kernel that ships
+	// the prompt system (lib.js and prompt.js, ~70 KB of source) takes
+	// ~60,000,000.
 	InitFuel int64
 }
 
@@ -53,7 +55,7 @@ const (
 	DefaultMaxModules       = 256
 	DefaultMaxIdleInstances = 256
 	DefaultMaxMemoryPages   = 16384
-	DefaultInitFuel         = 50_000_000
+	DefaultInitFuel         = 250_000_000
 )
 
 // globalPrefix is the export name prefix of the mutable globals, reserved

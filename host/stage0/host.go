@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"lukechampine.com/blake3"
@@ -387,6 +388,15 @@ const DefaultMaxFuel = 100_000_000
 // (metadata.limits.spans; the default is sandbox.DefaultSpans).
 const MaxSpans = 5000
 
+// DefaultMaxKernelFuel bounds what a kernel may ask for in its own
+// metadata.limits.fuel unless the manifest's limits.max_kernel_fuel says
+// more.
+const DefaultMaxKernelFuel = 4_000_000_000
+
+// MaxWall bounds a span's own request for a longer wall clock
+// (metadata.limits.wall_ms) than sandbox.DefaultWall.
+const MaxWall = 30 * time.Minute
+
 // limits are the sandbox defaults, then the manifest's, then the code span's
 // own metadata.limits.fuel (a kernel or function that needs more than the
 // default asks for it in its span, which its hash and signature cover),
@@ -401,8 +411,9 @@ func (h *Host) limits(m *Manifest, code *span.Span) sandbox.Limits {
 	}
 	var own struct {
 		Limits struct {
-			Fuel  int64 `json:"fuel"`
-			Spans int   `json:"spans"`
+			Fuel   int64 `json:"fuel"`
+			Spans  int   `json:"spans"`
+			WallMs int64 `json:"wall_ms"`
 		} `json:"limits"`
 	}
 	if len(code.Metadata) > 0 && json.Unmarshal(code.Metadata, &own) == nil {
@@ -411,10 +422,23 @@ func (h *Host) limits(m *Manifest, code *span.Span) sandbox.Limits {
 			if maxFuel <= 0 {
 				maxFuel = DefaultMaxFuel
 			}
+			if code.EntityType == "kernel" {
+				// A kernel (whitelisted, verified) may ask for more: an
+				// eval is hundreds of provider calls in one run. Functions
+				// and policies stay under max_fuel.
+				maxFuel = max(maxFuel, m.Limits.MaxKernelFuel, DefaultMaxKernelFuel)
+			}
 			lim.Fuel = min(own.Limits.Fuel, maxFuel)
 		}
 		if own.Limits.Spans > 0 {
 			lim.Spans = min(own.Limits.Spans, MaxSpans)
+		}
+		if own.Limits.WallMs > 0 && code.EntityType == "kernel" {
+			// An eval makes hundreds of provider calls, each up to its
+			// timeout: its kernel asks for more than the default. Only a
+			// kernel (whitelisted, verified) may; functions and policies
+			// make no calls that wait.
+			lim.Wall = min(time.Duration(own.Limits.WallMs)*time.Millisecond, MaxWall)
 		}
 	}
 	return lim

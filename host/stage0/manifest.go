@@ -41,6 +41,9 @@ type Manifest struct {
 		// MaxFuel bounds what a kernel or function may ask for in its own
 		// metadata.limits.fuel (default DefaultMaxFuel).
 		MaxFuel int64 `json:"max_fuel,omitempty"`
+		// MaxKernelFuel bounds a kernel's own request (default and floor
+		// DefaultMaxKernelFuel).
+		MaxKernelFuel int64 `json:"max_kernel_fuel,omitempty"`
 	} `json:"limits"`
 	HTTPAllowlist []string `json:"http_allowlist"`
 	// ProviderSecrets are the host environment variables a kernel's http
@@ -60,6 +63,7 @@ type Manifest struct {
 		RequestWorkerMs int `json:"request_worker_ms,omitempty"`
 		PolicyAgentMs   int `json:"policy_agent_ms,omitempty"`
 		RequestLanes    int `json:"request_lanes,omitempty"`
+		PromptWorkerMs  int `json:"prompt_worker_ms,omitempty"`
 	} `json:"engine"`
 
 	span span.Span

@@ -11,8 +11,8 @@ import (
 )
 
 func main() {
-	for name, stock := range seeds.Generated {
-		b, err := seeds.Generate(".", stock)
+	for name, gen := range seeds.Generated {
+		b, err := gen(".")
 		if err == nil {
 			err = os.WriteFile(name, b, 0o644)
 		}
