@@ -91,7 +91,7 @@ func (a *app) command() *cobra.Command {
 	pf.StringVar(&a.user, "user", "", "user to act as (default $LOGLINE_USER)")
 	pf.BoolVar(&a.json, "json", false, "print machine-readable output")
 	root.AddCommand(a.migrateCmd(), a.keysCmd(), a.spansCmd(), a.verifyCmd(), a.devCmd(),
-		a.seedCmd(), a.publishCmd(), a.runCmd(), a.bootCmd(), a.serveCmd(), a.tokenCmd())
+		a.seedCmd(), a.publishCmd(), a.runCmd(), a.bootCmd(), a.serveCmd(), a.tokenCmd(), a.promptCmd())
 	return root
 }
 

@@ -282,7 +282,7 @@ func (s *Server) outcome(ctx context.Context, w *waiter, out *executeResult) {
 		return &sp
 	}
 	if closing == nil {
-		if sp := read(w.request); sp != nil && isClosingOf(sp, w.p, w.request) {
+		if sp := read(w.request); sp != nil && isClosingOf(sp, w.p, w.requestType(), w.request) {
 			closing = sp
 		}
 	}
@@ -316,7 +316,11 @@ func (s *Server) outcome(ctx context.Context, w *waiter, out *executeResult) {
 // execution span (metadata.request_id, or related_to naming the request)
 // or, when the quota refused it, a policy_violation span (the same).
 type waiter struct {
-	p     ledger.Principal
+	p ledger.Principal
+	// kind is the entity_type of the request waited for: "" for a request
+	// (POST /api/execute), or "prompt_request" (POST /api/prompts/run),
+	// whose closing version is the only outcome looked for.
+	kind  string
 	found chan struct{} // buffered 1: the request was closed or executed
 
 	// The request id is known only after the append, and events can
@@ -325,6 +329,14 @@ type waiter struct {
 	request                       string
 	early                         []*event
 	execution, closing, violation *span.Span
+}
+
+// requestType is the entity_type of the request w waits for.
+func (w *waiter) requestType() string {
+	if w.kind == "" {
+		return "request"
+	}
+	return w.kind
 }
 
 func (w *waiter) setRequest(id string) {
@@ -341,7 +353,7 @@ func (w *waiter) deliver(evs []*event) {
 	if w.request == "" {
 		for _, ev := range evs {
 			switch ev.span.EntityType {
-			case "execution", "request", "policy_violation":
+			case "execution", "policy_violation", w.requestType():
 				w.early = append(w.early, ev)
 			}
 		}
@@ -351,14 +363,15 @@ func (w *waiter) deliver(evs []*event) {
 }
 
 func (w *waiter) match(evs []*event) {
+	kind := w.requestType()
 	for _, ev := range evs {
 		sp := ev.span
 		switch {
-		case w.execution == nil && isExecutionOf(sp, w.p, w.request):
+		case kind == "request" && w.execution == nil && isExecutionOf(sp, w.p, w.request):
 			w.execution = copySpan(sp)
-		case w.violation == nil && isViolationOf(sp, w.p, w.request):
+		case kind == "request" && w.violation == nil && isViolationOf(sp, w.p, w.request):
 			w.violation = copySpan(sp)
-		case w.closing == nil && isClosingOf(sp, w.p, w.request):
+		case w.closing == nil && isClosingOf(sp, w.p, kind, w.request):
 			w.closing = copySpan(sp)
 		}
 	}
@@ -392,10 +405,11 @@ func isViolationOf(s *span.Span, p ledger.Principal, requestID string) bool {
 	return s.EntityType == "policy_violation" && ownedBy(s, p) && namesRequest(s, requestID)
 }
 
-// isClosingOf reports whether s is a version of request that closes it:
-// the engine closes a request complete or error, and nothing else.
-func isClosingOf(s *span.Span, p ledger.Principal, requestID string) bool {
-	return s.EntityType == "request" && s.ID == requestID && s.Seq > 0 &&
+// isClosingOf reports whether s is a version of request (of entityType:
+// request or prompt_request) that closes it: the engine closes a request
+// complete or error, and nothing else.
+func isClosingOf(s *span.Span, p ledger.Principal, entityType, requestID string) bool {
+	return s.EntityType == entityType && s.ID == requestID && s.Seq > 0 &&
 		(s.Status == "complete" || s.Status == "error") && ownedBy(s, p)
 }
 

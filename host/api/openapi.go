@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -208,7 +209,7 @@ func componentSchemas() schema {
 		"cursor": str("The span's position in commit order; pass it as cursor (or Last-Event-ID) to continue after it."),
 		"span":   ref("Span"),
 	}, "cursor", "span")
-	return schema{
+	out := schema{
 		"Span": spanSchema(),
 		"Problem": schema{
 			"type":        "object",
@@ -277,6 +278,8 @@ func componentSchemas() schema {
 		}, "counts", "latency"),
 		"Health": object(schema{"status": str(""), "detail": str("")}, "status"),
 	}
+	maps.Copy(out, promptSchemas())
+	return out
 }
 
 // spanSchema is the Span schema, derived from span.Span's fields so that it
