@@ -36,7 +36,7 @@ var guestColumns = setOf(
 	"owner_id", "tenant_id", "visibility", "status", "is_deleted", "name", "description", "code",
 	"language", "runtime", "input", "output", "error", "duration_ms", "trace_id", "prev_hash",
 	"curr_hash", "signature", "public_key", "metadata", "tx_id", "ord", "when",
-	"schedule", // ledger.heads
+	"schedule", "expires_at", // ledger.heads
 )
 
 // guestFuncs are the built-in (pg_catalog) functions guest SQL may call:
