@@ -118,31 +118,6 @@ function appliesTo(block, variant) {
     (Array.isArray(a.families) && a.families.includes(variant.metadata.family));
 }
 
-// archivedAfter: the ids among blocks that a status_patch "status=archived"
-// (the ttl_reaper's) archived after the version used was appended, in
-// commit order. A later version applies again.
-// Only a patch of the build's tenant or of the block's own tenant counts:
-// a public block is readable by all, and another tenant's patch must not
-// strip it from this tenant's prompts.
-async function archivedBlocks(sql, tenant, blocks) {
-  if (!blocks.length) return new Set();
-  const { rows } = await sql(`SELECT parent_id, tenant_id, tx_id::text AS tx, ord FROM ledger.universal_registry
-    WHERE parent_id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid)
-      AND entity_type = 'status_patch' AND "this" = 'status=archived'`, [JSON.stringify(blocks.map((b) => b.id))]);
-  const out = new Set();
-  for (const b of blocks) {
-    for (const p of rows) {
-      if (p.parent_id === b.id && (p.tenant_id === tenant || p.tenant_id === b.tenant_id) && after(p, b)) out.add(b.id);
-    }
-  }
-  return out;
-}
-
-function after(a, b) {
-  const ta = BigInt(a.tx), tb = BigInt(b.tx);
-  return ta > tb || (ta === tb && Number(a.ord) > Number(b.ord));
-}
-
 function checkBlock(b, where) {
   const m = b.metadata || {};
   if (typeof m.text !== 'string') throw promptError('invalid_input', `${where}: prompt_block ${b.id} seq ${b.seq}: metadata.text must be a string`);
@@ -157,45 +132,45 @@ async function compile(sql, tenant, v) {
   const m = v.metadata;
   const where = `prompt_variant ${v.id}`;
   const refs = m.blocks || [];
-  // Referenced blocks: the pinned versions in one query, the latest of the
-  // others in another.
-  const pinned = refs.filter((r) => r.seq !== undefined);
-  const byRef = new Map();
-  if (pinned.length) {
-    const { rows } = await sql(`SELECT ${BLOCK_COLUMNS} FROM ledger.universal_registry u
-      JOIN (SELECT (x->>'id')::uuid AS pid, (x->>'seq')::bigint AS pseq FROM jsonb_array_elements($1::jsonb) x) p
-        ON u.id = p.pid AND u.seq = p.pseq`, [JSON.stringify(pinned.map((r) => ({ id: r.id, seq: r.seq })))]);
-    for (const r of rows) byRef.set(`${r.id}/${r.seq}`, r);
-  }
-  const floating = refs.filter((r) => r.seq === undefined).map((r) => r.id);
-  if (floating.length) {
-    const { rows } = await sql(`SELECT r.* FROM (SELECT DISTINCT jsonb_array_elements_text($1::jsonb)::uuid AS id) x
-      CROSS JOIN LATERAL (SELECT ${BLOCK_COLUMNS} FROM ledger.universal_registry u
-        WHERE u.id = x.id ORDER BY u.seq DESC LIMIT 1) r`, [JSON.stringify(floating)]);
-    for (const r of rows) byRef.set(r.id, r);
-  }
+  // One query (a build is on every run's path): the referenced blocks (a
+  // pinned version, else the latest), the latest prompt_block versions of
+  // this tenant — never another's, public or not — that apply to the
+  // variant or its family, and for each whether a status_patch
+  // "status=archived" of the build's tenant or the block's own archived it
+  // after that version was appended (commit order; a later version applies
+  // again; another tenant's patch never strips a public block).
+  const { rows } = await sql(`WITH refs AS (
+      SELECT (r->>'id')::uuid AS rid, (r->>'seq')::bigint AS rseq, i FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY x(r, i)),
+    picked AS (
+      SELECT refs.i, b.* FROM refs CROSS JOIN LATERAL (SELECT ${BLOCK_COLUMNS}, tx_id AS txr FROM ledger.universal_registry u
+        WHERE u.id = refs.rid AND (refs.rseq IS NULL OR u.seq = refs.rseq) ORDER BY u.seq DESC LIMIT 1) b),
+    injected AS (
+      SELECT NULL::bigint AS i, ${BLOCK_COLUMNS.split(',').map((c) => 'ur.' + c.trim()).join(', ')}, ur.tx_id AS txr
+      FROM ledger.heads h JOIN ledger.universal_registry ur ON ur.id = h.id AND ur.seq = h.seq
+      WHERE h.tenant_id = $2 AND h.entity_type = 'prompt_block' AND ur.tenant_id = $2
+        AND (ur.metadata->'applies_to'->'variants' ? $3 OR ur.metadata->'applies_to'->'families' ? $4)),
+    blocks AS (SELECT * FROM picked UNION ALL SELECT * FROM injected)
+    SELECT b.i, ${BLOCK_COLUMNS.replace('tx_id::text AS tx', 'tx').split(',').map((c) => 'b.' + c.trim()).join(', ')},
+      EXISTS (SELECT 1 FROM ledger.universal_registry p WHERE p.parent_id = b.id AND p.entity_type = 'status_patch'
+        AND p."this" = 'status=archived' AND p.tenant_id IN ($2, b.tenant_id) AND (p.tx_id, p.ord) > (b.txr, b.ord)) AS archived
+    FROM blocks b`,
+  [JSON.stringify(refs.map((r) => ({ id: r.id, seq: r.seq === undefined ? null : r.seq }))), tenant, v.id, m.family]);
+  const byIndex = new Map(rows.filter((r) => r.i !== null).map((r) => [Number(r.i) - 1, r]));
   const chosen = new Map();
   refs.forEach((r, i) => {
-    const b = byRef.get(r.seq !== undefined ? `${r.id}/${r.seq}` : r.id);
+    const b = byIndex.get(i);
     if (!b) throw promptError('not_found', `${where}: metadata.blocks[${i}]: prompt_block ${r.id}${r.seq !== undefined ? ` seq ${r.seq}` : ''} is not visible to this tenant`);
     if (b.entity_type !== 'prompt_block') throw promptError('invalid_input', `${where}: metadata.blocks[${i}]: ${r.id} is a ${b.entity_type}, not a prompt_block`);
     checkBlock(b, where);
     chosen.set(b.id, b);
   });
-  // Injected blocks: the latest prompt_block versions of this tenant (never
-  // another's, public or not) that apply to the variant or its family.
-  const { rows: own } = await sql(`SELECT ${BLOCK_COLUMNS.split(',').map((c) => 'ur.' + c.trim()).join(', ')}
-    FROM ledger.heads h JOIN ledger.universal_registry ur ON ur.id = h.id AND ur.seq = h.seq
-    WHERE h.tenant_id = $1 AND h.entity_type = 'prompt_block'
-      AND (ur.metadata->'applies_to'->'variants' ? $2 OR ur.metadata->'applies_to'->'families' ? $3)`,
-  [tenant, v.id, m.family]);
-  for (const b of own) {
-    if (chosen.has(b.id) || !appliesTo(b, v) || b.tenant_id !== tenant) continue;
+  for (const b of rows) {
+    if (b.i !== null || chosen.has(b.id) || !appliesTo(b, v) || b.tenant_id !== tenant) continue;
     checkBlock(b, where);
     chosen.set(b.id, b);
   }
   const candidates = [...chosen.values()].filter((b) => !b.is_deleted && (b.status || 'active') === 'active');
-  const archived = await archivedBlocks(sql, tenant, candidates);
+  const archived = new Set(candidates.filter((b) => b.archived).map((b) => b.id));
   const blocks = candidates.filter((b) => !archived.has(b.id)).sort((a, b) =>
     (Number(b.metadata.priority) || 0) - (Number(a.metadata.priority) || 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const schema = m.output_schema || null;
@@ -441,7 +416,7 @@ async function resolveVariant(ctx, tenant, input) {
 // or running) and returns the spans that record it — the provider
 // execution, the prompt_run and the request's closing version — for the
 // caller to append with the rest of its pass.
-async function runPrompt(ctx, tenant, req, cfg, builds) {
+async function runPrompt(ctx, tenant, req, cfg, builds, pre) {
   const { sql, crypto } = ctx;
   const input = req.input || {};
   const base = { owner_id: req.owner_id, visibility: req.visibility || 'private' };
@@ -456,12 +431,15 @@ async function runPrompt(ctx, tenant, req, cfg, builds) {
   }, base, extra || {}));
   let resolved, b, prov;
   try {
-    resolved = await resolveVariant(ctx, tenant, input);
+    resolved = (pre && pre.resolved) || await resolveVariant(ctx, tenant, input);
     const v = resolved.variant;
     const key = `${v.id}/${v.seq}`;
     b = builds.get(key);
     if (!b) { b = await build(ctx, tenant, v); builds.set(key, b); }
-    prov = await readProvider(sql, input.provider_id || v.metadata.provider_id, `prompt_variant ${v.id}`);
+    // Providers are read once a pass (builds is the pass's cache).
+    const pid = input.provider_id || v.metadata.provider_id;
+    prov = (pre && pre.prov) || builds.get(`provider:${pid}`);
+    if (!prov) { prov = await readProvider(sql, pid, `prompt_variant ${v.id}`); builds.set(`provider:${pid}`, prov); }
   } catch (e) {
     if (!e.code) throw e;
     const error = { code: e.code, message: e.message };
@@ -538,9 +516,9 @@ async function runPrompt(ctx, tenant, req, cfg, builds) {
 // runGuarded is runPrompt for a queue: whatever goes wrong with one
 // request closes it as failed with why, so it never holds up the ones
 // behind it.
-async function runGuarded(ctx, tenant, req, cfg, builds) {
+async function runGuarded(ctx, tenant, req, cfg, builds, pre) {
   try {
-    return await runPrompt(ctx, tenant, req, cfg, builds);
+    return await runPrompt(ctx, tenant, req, cfg, builds, pre);
   } catch (e) {
     const error = { code: (e && e.code) || 'guest_error', message: String((e && e.message) || e).slice(0, 1000) };
     const runId = derivedId(ctx.crypto, 'prompt_run', req.id);

@@ -13,7 +13,7 @@
 // runs the same way.
 globalThis.default = async function main(ctx) {
   if (!ctx.env.TENANT) throw new Error('prompt_runner: env TENANT (the tenant it works for) is required');
-  const { sql, insertSpan, env } = ctx;
+  const { sql, env } = ctx;
   const tenant = env.TENANT;
   const input = { user_input: env.USER_INPUT || '', context: env.CONTEXT_TEXT || '' };
   if (env.VARIANT_ID) input.variant_id = env.VARIANT_ID;
@@ -21,16 +21,20 @@ globalThis.default = async function main(ctx) {
   else throw new Error('prompt_runner: env VARIANT_ID or PROMPT_FAMILY is required');
   if (env.PROVIDER_ID) input.provider_id = env.PROVIDER_ID;
   const cfg = promptConfig(await latestManifest(sql));
+  let pre;
   try {
-    const { variant } = await resolveVariant(ctx, tenant, input);
-    await readProvider(sql, input.provider_id || variant.metadata.provider_id, `prompt_variant ${variant.id}`);
+    const resolved = await resolveVariant(ctx, tenant, input);
+    const v = resolved.variant;
+    pre = { resolved, prov: await readProvider(sql, input.provider_id || v.metadata.provider_id, `prompt_variant ${v.id}`) };
   } catch (e) {
     if (e.code) throw new Error(`prompt_runner: ${e.code}: ${e.message}`);
     throw e;
   }
-  const req = await insertSpan(newRequest(ctx, env, input));
-  const res = await runGuarded(ctx, tenant, req, cfg, new Map());
-  await recordRuns(ctx, res.out);
+  // The request and everything that records its run, appended together:
+  // its seq 0 ("running") and its closing version in one array.
+  const req = newRequest(ctx, env, input);
+  const res = await runGuarded(ctx, tenant, Object.assign({ tenant_id: tenant }, req), cfg, new Map(), pre);
+  await recordRuns(ctx, [req, ...res.out]);
   return { prompt_run: res.runId, request_id: req.id, status: res.status,
     variant_id: res.variant ? res.variant.id : null, compiled_hash: res.build ? res.build.compiled_hash : null,
     output: res.run ? res.run.output : null, error: res.error };
