@@ -10,9 +10,10 @@ TESTTIME ?= 30m
 
 .PHONY: run test bench lint build pg seeds quickjs
 
-## run: private PostgreSQL under .logline/, migrate, and serve (logline dev)
+## run: private PostgreSQL under .logline/, migrate, and serve (logline dev);
+## ADDR=HOST:PORT is its --addr (default $LOGLINE_ADDR, else :8080)
 run: pg build
-	bin/logline dev
+	bin/logline dev $(if $(ADDR),--addr '$(ADDR)')
 
 ## test: every test, against private PostgreSQL servers the tests start
 test: pg

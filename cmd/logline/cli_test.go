@@ -107,14 +107,14 @@ func TestSignedSpansAppendAndRoundTrip(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(list.out), &page))
 	require.Len(t, page.Items, 2)
 	require.Equal(t, s.ID, page.Items[0].Span.ID)
-	more := cli(t, env, "", "spans", "list", "--json", "--after", page.Next)
+	more := cli(t, env, "", "spans", "list", "--json", "--cursor", page.Next)
 	require.Equal(t, 0, more.code, more.err)
 	require.Contains(t, more.out, out[1].ID)
 
 	human := cli(t, env, "", "spans", "list", "--limit", "1")
 	require.Equal(t, 0, human.code)
 	require.Contains(t, human.out, s.ID)
-	require.Contains(t, human.out, "more: --after ")
+	require.Contains(t, human.out, "more: --limit 1 --cursor ")
 
 	require.Equal(t, 0, cli(t, env, "", "verify", "--all").code)
 	require.Equal(t, 0, cli(t, env, "", "verify", s.ID).code)
@@ -150,7 +150,8 @@ func TestBadInputExits2AndWritesNothing(t *testing.T) {
 	// Usage errors are exit 2 too.
 	for _, args := range [][]string{
 		{"verify"}, {"spans", "get"}, {"spans", "list", "--limit", "x"}, {"spans", "list", "--after", "bogus"},
-		{"no-such-command"}, {"spans", "bogus"}, {"spans"}, {"keys"},
+		{"spans", "list", "--cursor", "bogus"}, {"spans", "list", "--limit", "0"}, {"spans", "list", "--limit", "1001"},
+		{"no-such-command"}, {"spnas"}, {"spans", "bogus"}, {"spans"}, {"keys"},
 	} {
 		r := cli(t, env, "", args...)
 		require.Equal(t, 2, r.code, "%v: %s", args, r.err)
@@ -189,6 +190,7 @@ func TestVerifyAllNamesTamperedSpans(t *testing.T) {
 
 	js := cli(t, env, "", "verify", "--all", "--json")
 	require.Equal(t, 1, js.code)
+	require.JSONEq(t, `{"error":{"code":"check_failed","message":"check failed"}}`, js.err, "a failed check is one JSON error on stderr too")
 	var rep struct {
 		OK       bool `json:"ok"`
 		Failures []struct {

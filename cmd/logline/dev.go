@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -54,7 +53,7 @@ func (a *app) devCmd() *cobra.Command {
 (as an unprivileged user when run as root), migrates it, makes two keys once — an operator key
 (DIR/operator.key) that signs the seeds and that the seeded manifest trusts, and a node key
 (DIR/node.key) that signs what the host records and confers no authority — and serves the API
-on --addr (default :8080). It prints the
+on --addr (default $LOGLINE_ADDR, else :8080). It prints the
 URL and a dev token (for --tenant/--user, default acme/alice) and writes them to DIR/dev.json
 with database_url. Ctrl-C stops the server and the database. A second start reuses the data.
 With DATABASE_URL (or --database-url) it uses that server instead.`,
@@ -79,9 +78,9 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 				return fmt.Errorf("error creating data directory: %w", err)
 			}
 			// Bind first: a busy port should fail before anything starts.
-			ln, err := net.Listen("tcp", o.addr)
+			ln, err := a.listen(cmd, &o)
 			if err != nil {
-				return usageError{fmt.Errorf("--addr: %w", err)}
+				return err
 			}
 			defer ln.Close()
 			if dbURL == "" {

@@ -27,10 +27,28 @@ type serveOptions struct {
 }
 
 func (o *serveOptions) flags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.addr, "addr", ":8080", "API listen address, HOST:PORT")
+	fs.StringVar(&o.addr, "addr", "", "API listen address, HOST:PORT (default $LOGLINE_ADDR, else "+defaultAddr+")")
 	fs.StringArrayVar(&o.cors, "cors-origin", nil, "allow browsers from this origin (repeatable; * for any); CORS is off without it")
 	fs.Int64Var(&o.maxBody, "max-body-bytes", 0, "largest request body accepted (default 64 MiB)")
 	fs.BoolVar(&o.noEngine, "no-engine", false, "serve the API only; run no kernels (another process runs the engine)")
+}
+
+const defaultAddr = ":8080"
+
+// listen binds --addr, else $LOGLINE_ADDR, else defaultAddr; the flag wins.
+func (a *app) listen(cmd *cobra.Command, o *serveOptions) (net.Listener, error) {
+	from := "--addr"
+	if !cmd.Flags().Changed("addr") {
+		o.addr = defaultAddr
+		if v := a.getenv("LOGLINE_ADDR"); v != "" {
+			o.addr, from = v, "--addr (from LOGLINE_ADDR)"
+		}
+	}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return nil, &fieldError{field: "--addr", err: usageError{fmt.Errorf("%s: %w", from, err)}}
+	}
+	return ln, nil
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -67,9 +85,9 @@ server seals and verifies bearer tokens, together with the keys the manifest tru
 			if err := checkNodeKey(ctx, l); err != nil {
 				return err
 			}
-			ln, err := net.Listen("tcp", o.addr)
+			ln, err := a.listen(cmd, &o)
 			if err != nil {
-				return usageError{fmt.Errorf("--addr: %w", err)}
+				return err
 			}
 			a.printf("serving %s (OpenAPI at /api/openapi.json); Ctrl-C stops\n", baseURL(ln.Addr()))
 			if key == nil {

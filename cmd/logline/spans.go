@@ -1,6 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -125,20 +129,30 @@ are stored as signed after their proofs are checked; other spans are sealed by t
 
 func (a *app) spansListCmd() *cobra.Command {
 	var f ledger.Filter
-	var after, since string
+	var cursor, after, since string
 	var newest bool
 	cmd := &cobra.Command{
-		Use:   "list [--entity-type T] [--status S] [--limit N]",
+		Use:   "list [--entity-type T] [--status S] [--limit N] [--cursor C] [--newest]",
 		Short: "List spans visible to the principal, oldest first (or --newest first)",
-		Args:  noArgs,
+		Long: `Lists one page of spans visible to the principal, oldest first (or --newest first).
+--limit is the page size, 1 to ` + strconv.Itoa(ledger.MaxLimit) + ` (default ` + strconv.Itoa(ledger.DefaultLimit) + `), as the API's limit=. A full page
+ends with the flags that continue it ("more: ... --cursor C", keeping the filters and the
+direction); --json prints {"items": [{"cursor", "span"}], "next", "more"} like GET /api/spans,
+and --cursor takes next as the API's cursor= does.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p, err := a.principal()
-			if err != nil {
-				return err
+			if f.Limit < 1 || f.Limit > ledger.MaxLimit {
+				return flagErrorf("limit", "--limit %d: want 1 to %d (default %d)", f.Limit, ledger.MaxLimit, ledger.DefaultLimit)
 			}
-			c, err := ledger.ParseCursor(after)
+			if after != "" {
+				if cursor != "" && cursor != after {
+					return flagErrorf("cursor", "--cursor and --after (its old name) differ: give --cursor only")
+				}
+				cursor = after
+			}
+			c, err := ledger.ParseCursor(cursor)
 			if err != nil {
-				return usageError{err}
+				return &fieldError{field: "--cursor", err: usageError{fmt.Errorf("--cursor: %w", err)}}
 			}
 			if newest {
 				f.Desc, f.Before = true, c
@@ -147,8 +161,12 @@ func (a *app) spansListCmd() *cobra.Command {
 			}
 			if since != "" {
 				if f.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
-					return usagef("--since %q: want an RFC 3339 time", since)
+					return flagErrorf("since", "--since %q: want an RFC 3339 time", since)
 				}
+			}
+			p, err := a.principal()
+			if err != nil {
+				return err
 			}
 			l, err := a.open(cmd.Context(), "")
 			if err != nil {
@@ -159,6 +177,8 @@ func (a *app) spansListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A full page may have more after it (as the API's "more").
+			more := len(page.Items) == f.Limit
 			if a.json {
 				type item struct {
 					Cursor string     `json:"cursor"`
@@ -167,7 +187,8 @@ func (a *app) spansListCmd() *cobra.Command {
 				out := struct {
 					Items []item `json:"items"`
 					Next  string `json:"next"`
-				}{Items: []item{}, Next: page.Next.String()}
+					More  bool   `json:"more"`
+				}{Items: []item{}, Next: page.Next.String(), More: more}
 				for i := range page.Items {
 					out.Items = append(out.Items, item{page.Items[i].Cursor.String(), &page.Items[i].Span})
 				}
@@ -180,8 +201,8 @@ func (a *app) spansListCmd() *cobra.Command {
 			if len(page.Items) == 0 {
 				a.printf("(no spans)\n")
 			}
-			if len(page.Items) == effectiveLimit(f.Limit) {
-				a.printf("more: --after %s\n", page.Next)
+			if more {
+				a.printf("more: %s\n", continuation(cmd, page.Next.String()))
 			}
 			return nil
 		},
@@ -193,17 +214,46 @@ func (a *app) spansListCmd() *cobra.Command {
 	fl.StringVar(&f.TraceID, "trace-id", "", "only this trace_id")
 	fl.StringVar(&f.ParentID, "parent-id", "", "only children of this span id")
 	fl.StringVar(&since, "since", "", "only spans at or after this RFC 3339 time")
-	fl.IntVar(&f.Limit, "limit", ledger.DefaultLimit, "page size (at most 1000)")
-	fl.StringVar(&after, "after", "", "continue from this cursor (printed as 'more:' or next)")
+	fl.IntVar(&f.Limit, "limit", ledger.DefaultLimit, "page size, 1 to "+strconv.Itoa(ledger.MaxLimit))
+	fl.StringVar(&cursor, "cursor", "", "continue from this cursor (next in --json, the 'more:' line, the API's next)")
+	fl.StringVar(&after, "after", "", "old name of --cursor")
+	_ = fl.MarkDeprecated("after", "use --cursor")
 	fl.BoolVar(&newest, "newest", false, "newest first")
 	return cmd
 }
 
-func effectiveLimit(n int) int {
-	if n == 0 {
-		return ledger.DefaultLimit
+// listFlags are the flags of spans list a continuation repeats, in the
+// order it prints them.
+var listFlags = []string{"entity-type", "status", "visibility", "trace-id", "parent-id", "since", "limit", "newest"}
+
+// continuation is the flags that list the page after this one: the same
+// filters, page size and direction, from next.
+func continuation(cmd *cobra.Command, next string) string {
+	var b strings.Builder
+	for _, name := range listFlags {
+		fl := cmd.Flags().Lookup(name)
+		if !fl.Changed {
+			continue
+		}
+		if fl.Value.Type() == "bool" {
+			if fl.Value.String() == "true" {
+				fmt.Fprintf(&b, "--%s ", name)
+			}
+			continue
+		}
+		fmt.Fprintf(&b, "--%s %s ", name, shellQuote(fl.Value.String()))
 	}
-	return n
+	b.WriteString("--cursor " + next)
+	return b.String()
+}
+
+var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./:=@+,-]+$`)
+
+func shellQuote(s string) string {
+	if shellSafe.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func (a *app) spansGetCmd() *cobra.Command {

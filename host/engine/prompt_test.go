@@ -321,6 +321,14 @@ func TestPromptRunner(t *testing.T) {
 			require.Less(t, time.Since(start), 4*time.Second, "the provider's 2 s timeout ends the call")
 		}
 	}
+	// The Ollama wire format, through the same provider path.
+	ollama := w.append(t, alice, span.Span{EntityType: "provider", Who: "alice", This: "provider", Status: "active",
+		Visibility: "tenant", Metadata: mustJSON(t, map[string]any{"api": "ollama", "base_url": w.url, "model": "llama3"})})[0].ID
+	out, run = w.run(t, h, map[string]string{"PROVIDER_ID": ollama, "USER_INPUT": "When founded?", "CONTEXT_TEXT": "Founded in 2012."})
+	require.Equal(t, "complete", out["status"], "%v", out)
+	require.Equal(t, "ollama", meta(t, run)["gen_ai.provider.name"])
+	require.Equal(t, "llama3", output(t, run)["model"])
+	require.Equal(t, "Founded in 2012.", output(t, run)["parsed"].(map[string]any)["answer"])
 	w.noKeyInLedger(t)
 
 	// Bad input is refused before anything is written.
