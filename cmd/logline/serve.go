@@ -126,29 +126,35 @@ func ledgerOptions(key *span.Key) []ledger.Option {
 // may serve one database: the engine coordinates through Postgres.
 func (a *app) runServer(ctx context.Context, l *ledger.Ledger, key *span.Key, ln net.Listener, o serveOptions) error {
 	log := slog.New(slog.NewTextHandler(a.io.err, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := api.New(api.Config{
+	cfg := api.Config{
 		Ledger:       l,
 		Key:          key,
 		CORSOrigins:  o.cors,
 		MaxBodyBytes: o.maxBody,
 		Logger:       log,
-	})
+	}
+	var eng *engine.Engine
+	if !o.noEngine {
+		h, closeRT, err := stage0Host(ctx, l)
+		if err != nil {
+			return err
+		}
+		defer closeRT()
+		eng = engine.New(l, h, engine.Config{Log: log})
+		cfg.Collectors = eng.Collectors() // /metrics shows the engine and its sandbox too
+	}
+	srv, err := api.New(cfg)
 	if err != nil {
 		return usageError{err}
 	}
-	if o.noEngine {
+	if eng == nil {
 		return srv.Serve(ctx, ln)
 	}
-	h, closeRT, err := stage0Host(ctx, l)
-	if err != nil {
-		return err
-	}
-	defer closeRT()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	engineErr := make(chan error, 1)
 	go func() {
-		err := engine.New(l, h, engine.Config{Log: log}).Run(ctx)
+		err := eng.Run(ctx)
 		if err != nil {
 			cancel() // a server without its engine stops rather than limps
 		}

@@ -256,6 +256,17 @@ async function runRequests(ctx, reqs, lane, exclusive) {
     closeRequest(r, base, ex.status, { metadata: Object.assign({}, r.metadata, { execution_id: execId }) });
   });
   const ran = runs.length;
+  // What the engine's metrics count: outcomes by error code, fuel.
+  const codes = {};
+  let fuel = 0, failed = 0;
+  for (const res of results) {
+    fuel += Number(res.fuel_used) || 0;
+    if (res.status !== 'complete') {
+      failed++;
+      const c = (res.error && res.error.code) || 'guest_error';
+      codes[c] = (codes[c] || 0) + 1;
+    }
+  }
   if (ran > 0) {
     out.push(nextVersion(counter, {
       id: counterId, entity_type: 'quota_counter', who: 'edge:run_code', did: 'counted',
@@ -274,7 +285,7 @@ async function runRequests(ctx, reqs, lane, exclusive) {
     }
     return s.entity_type === 'status_patch' ? null : undefined;
   });
-  return { processed: reqs.length, ran, blocked };
+  return { processed: reqs.length, ran, blocked, failed, codes, fuel };
 }
 
 // Schedules (observer: recurring functions; prompt_worker: evals and

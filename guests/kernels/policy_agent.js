@@ -55,7 +55,7 @@ globalThis.default = async function main(ctx) {
   const cut = expiryCut(now());
   const froms = cursorIds.map((id) => expiryFrom(cursors.get(id), cut));
   const due = await expiries(sql, tenant, policies, cursorIds.map((id) => cursors.get(id)), froms, cut, batch);
-  let evaluated = 0, rejudged = 0, actions = 0, more = due.more;
+  let evaluated = 0, rejudged = 0, actions = 0, policyErrors = 0, more = due.more;
   for (let i = 0; i < policies.length; i++) {
     const p = policies[i], cursorId = cursorIds[i], cursor = cursors.get(cursorId);
     const rows = await rowsAfter(sql, tenant, cursor && cursor.metadata && cursor.metadata.cursor, batch);
@@ -100,8 +100,9 @@ globalThis.default = async function main(ctx) {
     evaluated += spans.length;
     rejudged += again.length;
     actions += out.length - 1;
+    policyErrors += out.filter((x) => x.entity_type === 'policy_error').length; // (before any repair: a count for metrics)
   }
-  return { evaluated, rejudged, actions, more };
+  return { evaluated, rejudged, actions, policy_errors: policyErrors, more };
 };
 
 // candidate is a span as a policy gets it: every column but code, with the

@@ -34,6 +34,9 @@ import (
 // Config configures a Server. Zero fields take the defaults documented on
 // them; New checks the rest.
 type Config struct {
+	// Collectors are more Prometheus collectors /metrics serves (the
+	// engine's: engine.Engine.Collectors).
+	Collectors []prometheus.Collector
 	// Ledger is the span store. Required.
 	Ledger *ledger.Ledger
 	// Key is the node key. Tokens it signed are accepted, besides tokens
@@ -119,6 +122,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, l: cfg.Ledger, log: cfg.Logger, reg: prometheus.NewRegistry()}
 	s.m = newMetrics(s.reg)
+	for _, c := range cfg.Collectors {
+		if err := s.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("api: registering a collector: %w", err)
+		}
+	}
 	s.auth = newAuthenticator(cfg.Key, stage0.New(cfg.Ledger, nil, nil), cfg.Now, cfg.Logger)
 	s.hub = newHub(cfg.Ledger, s.m, cfg.Logger)
 	doc, err := document(routes)

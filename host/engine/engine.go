@@ -93,6 +93,8 @@ type Engine struct {
 
 	failMu  sync.Mutex
 	failing map[pass]*failure // passes whose last run failed
+
+	m *metrics
 }
 
 // pass names the kernel passes of one loop for one tenant and lane.
@@ -137,6 +139,7 @@ func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
 	e := &Engine{l: l, h: h, cfg: cfg, log: cfg.Log.With("component", "engine"), loops: map[string]*loop{},
 		sem: make(chan struct{}, cfg.Concurrency), failing: map[pass]*failure{}}
 	e.globals.Store(true)
+	e.m = newMetrics(e)
 	for _, name := range []string{Observer, RequestWorker, PolicyAgent, PromptWorker} {
 		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true}
 	}
@@ -542,6 +545,7 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 	start := time.Now()
 	res, err := e.h.Tick(context.WithoutCancel(ctx), kernel, tenant, env, note)
 	if err != nil {
+		e.m.passes.WithLabelValues(name, "refused").Inc()
 		var r *stage0.Refusal
 		if errors.As(err, &r) {
 			e.log.Error("kernel refused", "kernel", name, "tenant", tenant, "code", r.Code, "err", r.Message)
@@ -551,16 +555,16 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 		return false
 	}
 	if res.Err != nil {
+		e.m.passes.WithLabelValues(name, "failed").Inc()
+		e.m.duration.WithLabelValues(name).Observe(time.Since(start).Seconds())
+		e.m.fuel.WithLabelValues(name).Add(float64(res.FuelUsed))
 		e.log.Warn("kernel failed", "kernel", name, "tenant", tenant, "code", res.Err.Code, "err", res.Err.Message)
 		return false
 	}
 	failed = false
-	var out struct {
-		More      bool `json:"more"`
-		Processed int  `json:"processed"`
-		Busy      bool `json:"busy"`
-	}
+	var out passOutput
 	_ = json.Unmarshal(res.Output, &out)
+	e.m.observe(name, time.Since(start), res.FuelUsed, out)
 	e.log.Debug("kernel pass", "kernel", name, "tenant", tenant, "lane", lane, "output", string(res.Output), "took", time.Since(start),
 		"fuel", res.FuelUsed, "host_calls", res.HostCalls, "warm", res.Warm)
 	return out.More

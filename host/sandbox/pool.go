@@ -179,6 +179,7 @@ func (r *Runtime) acquire(ctx context.Context, m *Module, tenant string, lim Lim
 				r.discard(inst)
 				continue
 			}
+			r.reused.Add(1)
 			return inst, true, nil, nil
 		}
 		compiled := m.compiled
@@ -186,6 +187,9 @@ func (r *Runtime) acquire(ctx context.Context, m *Module, tenant string, lim Lim
 		r.mu.Unlock()
 
 		inst, rerr, logs := r.instantiate(ctx, m, compiled, key, lim)
+		if rerr == nil {
+			r.created.Add(1)
+		}
 		if rerr != nil {
 			r.mu.Lock()
 			m.live--

@@ -84,7 +84,10 @@ type Runtime struct {
 	// Signatures of the functions a module may import, by module.
 	provided map[string]map[string]meter.FuncType
 
-	compiles atomic.Int64 // modules compiled, for tests
+	compiles atomic.Int64 // modules compiled (and a Stats counter)
+
+	// Stats counters (Prometheus reads them through Stats).
+	created, reused, cacheHits atomic.Int64
 
 	mu      sync.Mutex
 	closed  bool
@@ -196,6 +199,27 @@ func valTypes(ts []api.ValueType) []byte {
 		out[i] = t
 	}
 	return out
+}
+
+// Stats are the runtime's counters since New, for metrics.
+type Stats struct {
+	// InstancesCreated and InstancesReused count runs that instantiated a
+	// module afresh and runs that took a pristine pooled instance.
+	InstancesCreated, InstancesReused int64
+	// InstancesIdle is how many pristine instances are pooled now.
+	InstancesIdle int
+	// ModulesCompiled counts compilations; ModuleCacheHits loads that found
+	// the module compiled already.
+	ModulesCompiled, ModuleCacheHits int64
+}
+
+// Stats reads the counters.
+func (r *Runtime) Stats() Stats {
+	r.mu.Lock()
+	idle := r.idleCount
+	r.mu.Unlock()
+	return Stats{InstancesCreated: r.created.Load(), InstancesReused: r.reused.Load(), InstancesIdle: idle,
+		ModulesCompiled: r.compiles.Load(), ModuleCacheHits: r.cacheHits.Load()}
 }
 
 // Close closes every instance and compiled module. Runs in progress fail.
@@ -317,6 +341,7 @@ func (r *Runtime) load(ctx context.Context, key string, build func() (*Module, e
 	if m := r.modules[key]; m != nil {
 		r.modLRU.MoveToFront(m.lru)
 		r.mu.Unlock()
+		r.cacheHits.Add(1)
 		return m, nil
 	}
 	if c := r.loading[key]; c != nil {

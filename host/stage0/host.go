@@ -261,6 +261,15 @@ func (h *Host) Tick(ctx context.Context, id, tenant string, env map[string]strin
 	return res, nil
 }
 
+// SandboxStats are the counters of the host's wasm runtime (zero without
+// one), for metrics.
+func (h *Host) SandboxStats() sandbox.Stats {
+	if h.rt == nil {
+		return sandbox.Stats{}
+	}
+	return h.rt.Stats()
+}
+
 // Warm finds, verifies and loads kernel id (compiling the sandbox module
 // and, for JavaScript, the source) without running it, so that the first
 // pass of an engine that just started does not pay for that.
