@@ -1,6 +1,7 @@
 package api
 
 import (
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -9,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/logline/logline/host/ledger"
 )
 
 // metrics are the server's Prometheus series. Each Server has its own
@@ -72,10 +75,25 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 			route = "unmatched"
 		}
 		method := c.Request().Method
-		s.m.requests.WithLabelValues(route, method, strconv.Itoa(c.Response().Status)).Inc()
+		status := c.Response().Status
+		took := time.Since(start)
+		s.m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 		if route != "/api/timeline/stream" {
-			s.m.duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+			s.m.duration.WithLabelValues(route, method).Observe(took.Seconds())
 		}
+		// The request log: the route template, never the raw path or
+		// query (which may carry ids a log should not keep), and the
+		// principal the token named — never the token.
+		attrs := []slog.Attr{slog.String("method", method), slog.String("route", route), slog.Int("status", status),
+			slog.Duration("duration", took), slog.Int64("bytes", c.Response().Size)}
+		if p, ok := c.Get(principalKey).(ledger.Principal); ok {
+			attrs = append(attrs, slog.String("tenant", p.Tenant), slog.String("user", p.User))
+		}
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelError
+		}
+		s.log.LogAttrs(c.Request().Context(), level, "http request", attrs...)
 		return nil
 	}
 }

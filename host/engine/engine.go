@@ -565,8 +565,15 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 	var out passOutput
 	_ = json.Unmarshal(res.Output, &out)
 	e.m.observe(name, time.Since(start), res.FuelUsed, out)
-	e.log.Debug("kernel pass", "kernel", name, "tenant", tenant, "lane", lane, "output", string(res.Output), "took", time.Since(start),
-		"fuel", res.FuelUsed, "host_calls", res.HostCalls, "warm", res.Warm)
+	// A pass that did something is worth a line at info (what it ran,
+	// refused, failed); an idle one only at debug.
+	level := slog.LevelDebug
+	if out.Processed > 0 || out.Ran > 0 || out.Blocked > 0 || out.PolicyErrors > 0 {
+		level = slog.LevelInfo
+	}
+	e.log.Log(ctx, level, "kernel pass", "kernel", name, "tenant", tenant, "lane", lane, "processed", out.Processed,
+		"executions", out.Ran, "failed", out.Failed, "quota_violations", out.Blocked, "policy_errors", out.PolicyErrors,
+		"took", time.Since(start), "fuel", res.FuelUsed, "host_calls", res.HostCalls, "warm", res.Warm)
 	return out.More
 }
 
