@@ -223,8 +223,24 @@ func TestRestartReusesData(t *testing.T) {
 	assert.Equal(t, s1.Password(), s2.Password(), "password is reused")
 	assert.Equal(t, "hello", queryString(t, s2.URL("app"), "SELECT v FROM kept"))
 	assert.Equal(t, "off", queryString(t, s2.AdminURL(), "SHOW fsync"))
+	assert.Equal(t, s1.Port(), s2.Port(), "a data directory keeps its port: DATABASE_URL stays right")
 	require.NoError(t, s2.Stop())
 	requireGone(t, s2.PID(), time.Second)
+
+	// Its port taken by someone else meanwhile: another one, remembered.
+	l, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s2.Port()))
+	require.NoError(t, err)
+	defer l.Close()
+	s3, err := Start(ctx, Config{DataDir: dir})
+	require.NoError(t, err)
+	assert.NotEqual(t, s2.Port(), s3.Port())
+	require.NoError(t, s3.Stop())
+	requireGone(t, s3.PID(), time.Second)
+	l.Close()
+	s4, err := Start(ctx, Config{DataDir: dir})
+	require.NoError(t, err)
+	defer s4.Stop()
+	assert.Equal(t, s3.Port(), s4.Port())
 }
 
 func TestForTests(t *testing.T) {

@@ -140,8 +140,22 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("localpg: open server log: %w", err)
 	}
 
+	// A data directory of its own keeps its port from one start to the
+	// next (DATABASE_URL in another terminal stays right), unless someone
+	// else took it meanwhile.
+	portFile := ""
+	last := 0
+	if cfg.DataDir != "" && cfg.Port == 0 {
+		portFile = filepath.Join(s.dataDir, portFileName)
+		if b, err := os.ReadFile(portFile); err == nil {
+			last, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		port := cfg.Port
+		if port == 0 && attempt == 0 && last > 0 && last < 65536 {
+			port = last
+		}
 		if port == 0 {
 			if port, err = freePort(); err != nil {
 				return nil, err
@@ -149,6 +163,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		err = s.launch(ctx, ra, port)
 		if err == nil {
+			if portFile != "" && port != last {
+				_ = os.WriteFile(portFile, []byte(strconv.Itoa(port)+"\n"), 0o600)
+			}
 			return s, nil
 		}
 		if cfg.Port != 0 || attempt >= 4 || !errors.Is(err, errAddrInUse) {
@@ -160,6 +177,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 }
 
 var errAddrInUse = errors.New("address already in use")
+
+// portFileName, in a data directory, is the port its server last listened
+// on.
+const portFileName = "logline.port"
 
 // prepareDataDir creates (or adopts) the data directory and makes it usable
 // by ra.
