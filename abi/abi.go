@@ -195,6 +195,9 @@ type SpanRef struct {
 type ExecRequest struct {
 	SpanID string `json:"span_id"`
 	Input  any    `json:"input,omitempty"`
+	// TraceID is the ledger trace the run belongs to (the request's, for
+	// the request worker): its telemetry span joins that trace. Optional.
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // ExecResult is the outcome of an exec.

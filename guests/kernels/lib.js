@@ -232,7 +232,7 @@ async function runRequests(ctx, reqs, lane, exclusive) {
     const input = r.input !== undefined && r.input !== null ? r.input : fn.input;
     runs.push({ r, fn, base, forced, input: input === undefined ? null : input });
   }
-  const results = runs.length ? await exec(runs.map((x) => ({ span_id: x.fn.id, input: x.input }))) : [];
+  const results = runs.length ? await exec(runs.map((x) => ({ span_id: x.fn.id, input: x.input, trace_id: x.r.trace_id || undefined }))) : [];
   runs.forEach(({ r, fn, base, forced, input }, i) => {
     const res = results[i];
     const execId = derivedId(crypto, 'execution', r.id);

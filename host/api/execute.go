@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/logline/logline/host/ledger"
 	"github.com/logline/logline/host/span"
@@ -175,8 +176,12 @@ func (s *Server) waitParam(c echo.Context) (time.Duration, error) {
 	return min(d, s.cfg.MaxWait), nil
 }
 
-// traceID continues the caller's W3C trace (traceparent) or starts one.
+// traceID continues the caller's W3C trace (traceparent) or starts one:
+// the request's span's, when telemetry traces it.
 func traceID(c echo.Context) string {
+	if sc := oteltrace.SpanContextFromContext(c.Request().Context()); sc.HasTraceID() {
+		return sc.TraceID().String()
+	}
 	parts := strings.Split(c.Request().Header.Get("traceparent"), "-")
 	if len(parts) == 4 && len(parts[1]) == 32 && parts[1] != strings.Repeat("0", 32) {
 		if _, err := hex.DecodeString(parts[1]); err == nil {

@@ -10,8 +10,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/logline/logline/host/ledger"
+	"github.com/logline/logline/host/telemetry"
 )
 
 // metrics are the server's Prometheus series. Each Server has its own
@@ -66,6 +72,15 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
+		// A span per request, continuing the caller's W3C trace
+		// (traceparent); execute and prompt runs record its trace id in the
+		// ledger (traceID).
+		req := c.Request()
+		ctx := otel.GetTextMapPropagator().Extract(req.Context(), propagation.HeaderCarrier(req.Header))
+		ctx, sp := telemetry.Tracer().Start(ctx, req.Method+" "+c.Path(), oteltrace.WithSpanKind(oteltrace.SpanKindServer),
+			oteltrace.WithAttributes(attribute.String("http.request.method", req.Method), attribute.String("http.route", c.Path())))
+		defer sp.End()
+		c.SetRequest(req.WithContext(ctx))
 		err := next(c)
 		if err != nil {
 			c.Error(err) // render it now, so the status below is the real one
@@ -88,6 +103,11 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 			slog.Duration("duration", took), slog.Int64("bytes", c.Response().Size)}
 		if p, ok := c.Get(principalKey).(ledger.Principal); ok {
 			attrs = append(attrs, slog.String("tenant", p.Tenant), slog.String("user", p.User))
+			sp.SetAttributes(attribute.String("logline.tenant", p.Tenant), attribute.String("logline.user", p.User))
+		}
+		sp.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			sp.SetStatus(codes.Error, http.StatusText(status))
 		}
 		level := slog.LevelInfo
 		if status >= 500 {

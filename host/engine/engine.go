@@ -31,9 +31,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/logline/logline/host/ledger"
 	"github.com/logline/logline/host/stage0"
+	"github.com/logline/logline/host/telemetry"
 )
 
 // Kernel names: the keys of the manifest's kernels map the engine runs.
@@ -543,8 +547,16 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 		env["BATCH"] = strconv.Itoa(e.cfg.Batch)
 	}
 	start := time.Now()
-	res, err := e.h.Tick(context.WithoutCancel(ctx), kernel, tenant, env, note)
+	tctx, sp := telemetry.Tracer().Start(context.WithoutCancel(ctx), "kernel pass "+name, oteltrace.WithAttributes(
+		attribute.String("logline.loop", name), attribute.String("logline.tenant", tenant), attribute.Int("logline.lane", lane)))
+	defer sp.End()
+	res, err := e.h.Tick(tctx, kernel, tenant, env, note)
+	sp.SetAttributes(attribute.Int64("logline.fuel_used", res.FuelUsed), attribute.Int("logline.host_calls", res.HostCalls))
+	if err == nil && res.Err != nil {
+		sp.SetStatus(codes.Error, res.Err.Code)
+	}
 	if err != nil {
+		sp.SetStatus(codes.Error, err.Error())
 		e.m.passes.WithLabelValues(name, "refused").Inc()
 		var r *stage0.Refusal
 		if errors.As(err, &r) {

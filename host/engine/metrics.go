@@ -27,16 +27,16 @@ type metrics struct {
 	collectors []prometheus.Collector
 }
 
-// codes are the error codes an execution label may carry; any other is
+// errorCodes are the error codes an execution label may carry; any other is
 // "other".
-var codes = map[string]bool{}
+var errorCodes = map[string]bool{}
 
 func init() {
 	for _, c := range []string{abi.CodeFuelExhausted, abi.CodeMemoryLimit, abi.CodeOutputLimit, abi.CodeHostCallLimit,
 		abi.CodeTimeout, abi.CodeTrap, abi.CodeGuestError, abi.CodeForbiddenImport, abi.CodeInvalidModule,
 		abi.CodeHashMismatch, abi.CodeUnsigned, abi.CodeNotAllowed, abi.CodeCapabilityDenied, abi.CodeQuotaExceeded,
 		abi.CodeInvalidOutput, "not_found"} {
-		codes[c] = true
+		errorCodes[c] = true
 	}
 }
 
@@ -137,7 +137,7 @@ func (m *metrics) observe(loop string, took time.Duration, fuel int64, out passO
 			m.executions.WithLabelValues("complete", "").Add(float64(ok))
 		}
 		for c, n := range out.Codes {
-			if !codes[c] {
+			if !errorCodes[c] {
 				c = "other"
 			}
 			m.executions.WithLabelValues("error", c).Add(float64(n))

@@ -27,28 +27,7 @@ import (
 func TestEngineMetricsScrape(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, manifestPatch{"throttle": map[string]any{"per_tenant_daily_exec_limit": 2}})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	node, err := span.GenerateKey()
-	require.NoError(t, err)
-	l, err := ledger.Open(ctx, w.url, ledger.WithKey(node))
-	require.NoError(t, err)
-	defer l.Close()
-	rt, err := sandbox.New(ctx, sandbox.Config{CompilationCacheDir: cacheDir})
-	require.NoError(t, err)
-	defer rt.Close(context.Background())
-	ext, err := extism.New(ctx, extism.Config{})
-	require.NoError(t, err)
-	defer ext.Close(context.Background())
-	e := engine.New(l, stage0.New(l, rt, ext), engine.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	srv, err := api.New(api.Config{Ledger: l, Key: node, Collectors: e.Collectors()})
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan struct{}, 2)
-	go func() { _ = srv.Serve(ctx, ln); done <- struct{}{} }()
-	go func() { _ = e.Run(ctx); done <- struct{}{} }()
-	defer func() { cancel(); <-done; <-done }()
+	addr, _ := serveWithEngine(t, w)
 
 	// One that completes, one that throws, one past the quota of 2.
 	ok := w.append(t, alice, jsFunction(`return 1`, "scheduled", nil))[0]
@@ -59,7 +38,7 @@ func TestEngineMetricsScrape(t *testing.T) {
 	eventually(t, testTimeout, "a quota violation", func() bool { return len(w.spans(t, "policy_violation", late.ID)) > 0 })
 
 	scrape := func() string {
-		res, err := http.Get("http://" + ln.Addr().String() + "/metrics")
+		res, err := http.Get("http://" + addr + "/metrics")
 		require.NoError(t, err)
 		defer res.Body.Close()
 		b, err := io.ReadAll(res.Body)
@@ -94,4 +73,37 @@ func TestEngineMetricsScrape(t *testing.T) {
 	require.GreaterOrEqual(t, value(body, `logline_sandbox_instances_pooled`), 0.0)
 	require.Zero(t, value(body, `logline_engine_passes_backing_off`))
 	require.NotContains(t, body, "acme", "no tenant id in a label")
+}
+
+// serveWithEngine runs an engine and the API server it reports to, in one
+// process as `logline serve` does, until the test ends; it returns the
+// server's address and node key.
+func serveWithEngine(t *testing.T, w *world) (string, *span.Key) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	node, err := span.GenerateKey()
+	require.NoError(t, err)
+	l, err := ledger.Open(ctx, w.url, ledger.WithKey(node))
+	require.NoError(t, err)
+	rt, err := sandbox.New(ctx, sandbox.Config{CompilationCacheDir: cacheDir})
+	require.NoError(t, err)
+	ext, err := extism.New(ctx, extism.Config{})
+	require.NoError(t, err)
+	e := engine.New(l, stage0.New(l, rt, ext), engine.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := api.New(api.Config{Ledger: l, Key: node, Collectors: e.Collectors()})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{}, 2)
+	go func() { _ = srv.Serve(ctx, ln); done <- struct{}{} }()
+	go func() { _ = e.Run(ctx); done <- struct{}{} }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		<-done
+		_ = rt.Close(context.Background())
+		_ = ext.Close(context.Background())
+		l.Close()
+	})
+	return ln.Addr().String(), node
 }

@@ -282,8 +282,12 @@ func (c *kernelCaps) Exec(ctx context.Context, req abi.ExecRequest) (abi.ExecRes
 		}
 		return abi.ExecResult{}, ledgerErr(err)
 	}
-	traced(&inv.req)
+	trace := traced(&inv.req)
 	res := inv.mod.run(ctx, inv.req)
+	if req.TraceID != "" {
+		trace = req.TraceID
+	}
+	traceRun(ctx, trace, &inv.code, inv.req, res)
 	out := abi.ExecResult{
 		Status: "complete", FuelUsed: res.FuelUsed, DurationMs: res.Duration.Milliseconds(),
 		CodeSeq: int(inv.code.Seq), ModuleHash: inv.mod.hash,

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	oteltrace "go.opentelemetry.io/otel/trace"
 	"lukechampine.com/blake3"
 
 	"github.com/logline/logline/abi"
@@ -18,6 +21,7 @@ import (
 	"github.com/logline/logline/host/sandbox"
 	"github.com/logline/logline/host/sandbox/extism"
 	"github.com/logline/logline/host/span"
+	"github.com/logline/logline/host/telemetry"
 )
 
 // Host boots kernels and runs functions. It is safe for concurrent use.
@@ -261,6 +265,23 @@ func (h *Host) Tick(ctx context.Context, id, tenant string, env map[string]strin
 	return res, nil
 }
 
+// traceRun is the run as an OpenTelemetry span in the ledger's trace of
+// its execution span (nothing unless telemetry is on).
+func traceRun(ctx context.Context, trace string, code *span.Span, req sandbox.Request, res sandbox.Result) {
+	end := time.Now()
+	// In the ledger's trace, linked to what ran it (an engine pass).
+	_, sp := telemetry.Tracer().Start(telemetry.InTrace(ctx, trace), "execution "+code.EntityType, oteltrace.WithTimestamp(end.Add(-res.Duration)),
+		oteltrace.WithLinks(oteltrace.LinkFromContext(ctx)),
+		oteltrace.WithAttributes(attribute.String("logline.code_id", code.ID), attribute.Int64("logline.code_seq", int64(code.Seq)),
+			attribute.String("logline.tier", string(req.Tier)), attribute.String("logline.tenant", req.Tenant),
+			attribute.Int64("logline.fuel_used", res.FuelUsed), attribute.String("logline.trace_id", trace)))
+	if res.Err != nil {
+		sp.SetStatus(codes.Error, res.Err.Code)
+		sp.SetAttributes(attribute.String("error.type", res.Err.Code))
+	}
+	sp.End(oteltrace.WithTimestamp(end))
+}
+
 // SandboxStats are the counters of the host's wasm runtime (zero without
 // one), for metrics.
 func (h *Host) SandboxStats() sandbox.Stats {
@@ -457,6 +478,7 @@ func (h *Host) limits(m *Manifest, code *span.Span) sandbox.Limits {
 // owner, signed by the node key; note, if any, goes into its metadata as
 // "engine".
 func (h *Host) record(ctx context.Context, p ledger.Principal, owner string, code *span.Span, mod *program, req sandbox.Request, trace string, res sandbox.Result, note map[string]any) (span.Span, error) {
+	traceRun(ctx, trace, code, req, res)
 	dur := int32(res.Duration.Milliseconds())
 	m := map[string]any{
 		"fuel_used": res.FuelUsed, "host_calls": res.HostCalls, "code_seq": code.Seq, "tier": string(req.Tier),

@@ -162,7 +162,7 @@ export interface Logline {
   /** Runs the latest seq of a function (or policy) span in a sandbox of its own. Kernels only. */
   exec(spanId: string, input?: unknown): Promise<ExecResult>;
   /** Runs several, concurrently (at most 256): one result per request, a refused one included. */
-  exec(requests: { span_id: string; input?: unknown }[]): Promise<ExecResult[]>;
+  exec(requests: { span_id: string; input?: unknown; trace_id?: string }[]): Promise<ExecResult[]>;
   /** Kernels only; the URL must be on the manifest's allowlist. */
   http(req: HTTPRequest): Promise<HTTPResponse>;
   /** A tenant-wide lease: true taken (or renewed), false held by another run. Kernels only. */
