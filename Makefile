@@ -8,7 +8,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 TESTTIME ?= 30m
 
-.PHONY: run test bench lint build pg seeds quickjs
+.PHONY: run test check bench lint build pg seeds quickjs
 
 ## run: private PostgreSQL under .logline/, migrate, and serve (logline dev);
 ## ADDR=HOST:PORT is its --addr (default $LOGLINE_ADDR, else :8080)
@@ -18,6 +18,12 @@ run: pg build
 ## test: every test, against private PostgreSQL servers the tests start
 test: pg
 	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TESTTIME) $(PKGS)
+
+## check: the edit loop — lint, then the packages that test fast (the span
+## format, the ledger, seeds, tools) without -race; `make test` runs them all
+CHECKPKGS ?= ./abi/... ./host/span/... ./host/ledger/... ./host/telemetry/... ./seeds/... ./tools/...
+check: pg lint
+	$(GO) test $(GOFLAGS) -count=1 -timeout 5m $(CHECKPKGS)
 
 ## bench: every benchmark; each prints BENCH lines (ours vs baseline)
 bench: pg
@@ -29,7 +35,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-## seeds: regenerate seeds/kernels.ndjson and seeds/policies.ndjson from guests/
+## seeds: regenerate seeds/*.ndjson from guests/ and seeds/prompts.json
 seeds:
 	$(GO) run ./tools/seedgen
 
