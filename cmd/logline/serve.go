@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -16,6 +17,7 @@ import (
 	"github.com/logline/logline/host/ledger"
 	"github.com/logline/logline/host/span"
 	"github.com/logline/logline/host/stage0"
+	"github.com/logline/logline/host/telemetry"
 )
 
 // serveOptions are the server settings `serve` and `dev` share.
@@ -126,6 +128,17 @@ func ledgerOptions(key *span.Key) []ledger.Option {
 // may serve one database: the engine coordinates through Postgres.
 func (a *app) runServer(ctx context.Context, l *ledger.Ledger, key *span.Key, ln net.Listener, o serveOptions) error {
 	log := slog.New(slog.NewTextHandler(a.io.err, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// OpenTelemetry traces over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is
+	// set (the standard variable); nothing otherwise.
+	stopTraces, err := telemetry.Start(ctx, "logline")
+	if err != nil {
+		return usageError{fmt.Errorf("OpenTelemetry: %w", err)}
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = stopTraces(sctx)
+	}()
 	cfg := api.Config{
 		Ledger:       l,
 		Key:          key,
