@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -60,6 +61,9 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if _, err := o.logger(io.Discard); err != nil {
+				return err // before anything starts
+			}
 			p := ledger.User(devTenant, devUser)
 			if a.hasPrincipal() {
 				var err error

@@ -62,8 +62,16 @@ func startDev(t *testing.T, env map[string]string, args ...string) (dbURL string
 // line's value, if any.
 func startCmd(t *testing.T, env map[string]string, ready *regexp.Regexp, args ...string) (out *syncBuffer, dbURL string, stop func() int) {
 	t.Helper()
+	out, _, dbURL, stop = startCmdErr(t, env, ready, args...)
+	return out, dbURL, stop
+}
+
+// startCmdErr is startCmd that also returns what the command writes to
+// stderr.
+func startCmdErr(t *testing.T, env map[string]string, ready *regexp.Regexp, args ...string) (out, errb *syncBuffer, dbURL string, stop func() int) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out, errb := &syncBuffer{}, &syncBuffer{}
+	out, errb = &syncBuffer{}, &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, args, stdio{in: strings.NewReader(""), out: out, err: errb},
@@ -105,7 +113,7 @@ func startCmd(t *testing.T, env map[string]string, ready *regexp.Regexp, args ..
 		return code
 	}
 	t.Cleanup(func() { stop() })
-	return out, dbURL, stop
+	return out, errb, dbURL, stop
 }
 
 func TestDevWithPrivatePostgresReusesData(t *testing.T) {

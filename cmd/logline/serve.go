@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -26,6 +27,8 @@ type serveOptions struct {
 	cors     []string
 	maxBody  int64
 	noEngine bool
+	// logLevel and logFormat shape the server's structured log (stderr).
+	logLevel, logFormat string
 }
 
 func (o *serveOptions) flags(fs *pflag.FlagSet) {
@@ -33,6 +36,24 @@ func (o *serveOptions) flags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.cors, "cors-origin", nil, "allow browsers from this origin (repeatable; * for any); CORS is off without it")
 	fs.Int64Var(&o.maxBody, "max-body-bytes", 0, "largest request body accepted (default 64 MiB)")
 	fs.BoolVar(&o.noEngine, "no-engine", false, "serve the API only; run no kernels (another process runs the engine)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug adds every idle engine pass)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format on stderr: text or json (one object a line)")
+}
+
+// logger is the server's log as --log-level and --log-format say.
+func (o *serveOptions) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, flagErrorf("log-level", "--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, flagErrorf("log-format", "--log-format %q: want text or json", o.logFormat)
 }
 
 const defaultAddr = ":8080"
@@ -65,6 +86,9 @@ server seals and verifies bearer tokens, together with the keys the manifest tru
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if _, err := o.logger(io.Discard); err != nil {
+				return err // before anything starts
+			}
 			if keyFile == "" {
 				keyFile = a.nodeKeyFile()
 			}
@@ -127,7 +151,10 @@ func ledgerOptions(key *span.Key) []ledger.Option {
 // for every tenant) — then shuts both down gracefully. Several processes
 // may serve one database: the engine coordinates through Postgres.
 func (a *app) runServer(ctx context.Context, l *ledger.Ledger, key *span.Key, ln net.Listener, o serveOptions) error {
-	log := slog.New(slog.NewTextHandler(a.io.err, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log, err := o.logger(a.io.err)
+	if err != nil {
+		return err
+	}
 	// OpenTelemetry traces over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is
 	// set (the standard variable); nothing otherwise.
 	stopTraces, err := telemetry.Start(ctx, "logline")

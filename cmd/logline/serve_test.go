@@ -191,3 +191,48 @@ func TestServeRefusesANodeKeyWithAuthority(t *testing.T) {
 	require.Contains(t, r.err, k.PublicHex())
 	require.Contains(t, r.err, "trusted_keys")
 }
+
+// --log-format json logs every request as one JSON object (never the
+// token); a bad --log-level or --log-format is refused before anything
+// starts, naming the flag.
+func TestServeLogFlags(t *testing.T) {
+	t.Parallel()
+	env := newEnv(t)
+	key := filepath.Join(t.TempDir(), "node.key")
+	require.Equal(t, 0, cli(t, nil, "", "keys", "gen", "--out", key).code)
+	env["LOGLINE_KEY_FILE"] = key
+	for flag, args := range map[string][]string{
+		"--log-level":  {"serve", "--addr", "127.0.0.1:0", "--log-level", "loud"},
+		"--log-format": {"serve", "--addr", "127.0.0.1:0", "--log-format", "xml"},
+	} {
+		r := cli(t, env, "", args...)
+		require.Equal(t, exitUsage, r.code, r.err)
+		require.Contains(t, r.err, flag)
+	}
+	out, errOut, _, stop := startCmdErr(t, env, servingLine, "serve", "--addr", "127.0.0.1:0", "--log-format", "json", "--no-engine")
+	base := servingLine.FindStringSubmatch(out.String())[1]
+	r := cli(t, env, "", "token", "create", "--tenant", "globex", "--user", "bob")
+	require.Equal(t, 0, r.code, r.err)
+	tok := strings.TrimSpace(r.out)
+	code, _ := call(t, http.MethodGet, base+"/api/spans", tok, "")
+	require.Equal(t, http.StatusOK, code)
+	var line map[string]any
+	deadline := time.Now().Add(30 * time.Second)
+	for found := false; !found; {
+		require.True(t, time.Now().Before(deadline), "no JSON request log line in %s", errOut.String())
+		time.Sleep(20 * time.Millisecond)
+		found = func() bool {
+			for _, l := range strings.Split(errOut.String(), "\n") {
+				if json.Unmarshal([]byte(l), &line) == nil && line["msg"] == "http request" && line["route"] == "/api/spans" {
+					return true
+				}
+			}
+			return false
+		}()
+	}
+	require.Equal(t, "globex", line["tenant"])
+	require.Equal(t, "bob", line["user"])
+	require.EqualValues(t, 200, line["status"])
+	require.NotContains(t, errOut.String(), tok)
+	require.Equal(t, 0, stop())
+}
