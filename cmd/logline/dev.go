@@ -78,9 +78,26 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 			if dbURL == "" {
 				dbURL = a.getenv("DATABASE_URL")
 			}
+			_, statErr := os.Stat(dataDir)
+			created := errors.Is(statErr, fs.ErrNotExist)
 			if err := os.MkdirAll(dataDir, 0o755); err != nil {
 				return fmt.Errorf("error creating data directory: %w", err)
 			}
+			serving := false
+			defer func() {
+				// A first start that failed leaves nothing behind: no empty
+				// or half-made data directory to trip over next time.
+				if created && !serving {
+					_ = os.RemoveAll(dataDir)
+				}
+			}()
+			// One logline dev per data directory: the message names that
+			// process, not the postgres it started.
+			release, err := localpg.Claim(filepath.Join(dataDir, "dev.pid"))
+			if err != nil {
+				return fmt.Errorf("data directory %s is in use by logline dev (%w); stop it first (Ctrl-C in its terminal)", dataDir, err)
+			}
+			defer release()
 			// Bind first: a busy port should fail before anything starts.
 			ln, err := a.listen(cmd, &o)
 			if err != nil {
@@ -88,13 +105,20 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 			}
 			defer ln.Close()
 			if dbURL == "" {
-				srv, err := localpg.Start(ctx, localpg.Config{DataDir: filepath.Join(dataDir, "pg"), Durable: true})
+				pgDir := filepath.Join(dataDir, "pg")
+				if _, err := os.Stat(filepath.Join(pgDir, "PG_VERSION")); err != nil {
+					a.printf("creating a private PostgreSQL in %s (initdb: the first start only)...\n", pgDir)
+				} else {
+					a.printf("starting the private PostgreSQL in %s...\n", pgDir)
+				}
+				srv, err := localpg.Start(ctx, localpg.Config{DataDir: pgDir, Durable: true})
 				if err != nil {
 					return fmt.Errorf("error starting private PostgreSQL: %w", err)
 				}
 				defer srv.Stop() //nolint:errcheck
 				dbURL = srv.URL("postgres")
 			}
+			a.printf("migrating...\n")
 			from, to, err := ledger.Migrate(ctx, dbURL)
 			if err != nil {
 				return err
@@ -116,6 +140,7 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 				return err
 			}
 			defer l.Close()
+			a.printf("seeding...\n")
 			added, _, err := seed(ctx, l, ledger.User(operatorTenant, operatorUser), opKey)
 			if err != nil {
 				return err
@@ -146,6 +171,10 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 			a.printf("TOKEN=%s\n", token)
 			a.printf("  (acts as user %s in tenant %s for %d days)\n", p.User, p.Tenant, int(devTokenTTL/(24*time.Hour)))
 			a.printf("wrote %s; Ctrl-C stops\n", infoPath)
+			if !o.noEngine {
+				a.printf("the engine loads its kernels in the background (a cold machine compiles the QuickJS guest into the cache first: up to a minute)\n")
+			}
+			serving = true
 			err = a.runServer(ctx, l, key, ln, o)
 			a.printf("stopping\n")
 			return err

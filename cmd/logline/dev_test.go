@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -137,9 +138,15 @@ func TestDevWithPrivatePostgresReusesData(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, stop())
 
-	// A second start reuses the data.
-	dbURL, stop = startDev(t, nil, "--data", data)
+	// A second start reuses the data (and keeps its port).
+	dbURL2, stop := startDev(t, nil, "--data", data)
 	defer stop()
+	require.Equal(t, dbURL, dbURL2, "DATABASE_URL stays right from one start to the next")
+	// A third, while the second runs, is refused naming the logline dev
+	// process that holds the directory (not its postgres).
+	r := cli(t, nil, "", "dev", "--data", data, "--addr", "127.0.0.1:0")
+	require.NotEqual(t, 0, r.code)
+	require.Contains(t, r.err, fmt.Sprintf("in use by logline dev (in use by pid %d)", os.Getpid()))
 	l, err = ledger.Open(ctx, dbURL)
 	require.NoError(t, err)
 	defer l.Close()

@@ -89,9 +89,11 @@ func TestDevRefusesABusyPort(t *testing.T) {
 	require.NoError(t, err)
 	defer ln.Close()
 	url := testPG.TestDatabase(t, "devbusy")
-	r := cli(t, map[string]string{"DATABASE_URL": url}, "", "dev", "--data", t.TempDir(), "--addr", ln.Addr().String())
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	r := cli(t, map[string]string{"DATABASE_URL": url}, "", "dev", "--data", fresh, "--addr", ln.Addr().String())
 	require.Equal(t, exitUsage, r.code, r.err)
 	require.Contains(t, r.err, "--addr")
+	require.NoDirExists(t, fresh, "a failed first start leaves no data directory behind")
 }
 
 var servingLine = regexp.MustCompile(`(?m)^serving (http://\S+) `)
