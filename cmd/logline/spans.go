@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/logline/logline/host/ledger"
 	"github.com/logline/logline/host/span"
@@ -130,9 +132,10 @@ are stored as signed after their proofs are checked; other spans are sealed by t
 func (a *app) spansListCmd() *cobra.Command {
 	var f ledger.Filter
 	var cursor, after, since string
-	var newest bool
+	var newest, allTypes, follow bool
+	var exclude []string
 	cmd := &cobra.Command{
-		Use:   "list [--entity-type T] [--status S] [--limit N] [--cursor C] [--newest]",
+		Use:   "list [--entity-type T] [--status S] [--limit N] [--cursor C] [--newest] [--follow]",
 		Short: "List spans visible to the principal, oldest first (or --newest first)",
 		Long: `Lists one page of spans visible to the principal, oldest first (or --newest first).
 --limit is the page size, 1 to ` + strconv.Itoa(ledger.MaxLimit) + ` (default ` + strconv.Itoa(ledger.DefaultLimit) + `), as the API's limit=. A full page
@@ -154,11 +157,15 @@ and --cursor takes next as the API's cursor= does.`,
 			if err != nil {
 				return &fieldError{field: "--cursor", err: usageError{fmt.Errorf("--cursor: %w", err)}}
 			}
+			if newest && follow {
+				return flagErrorf("follow", "--follow tails new spans oldest first: drop --newest")
+			}
 			if newest {
 				f.Desc, f.Before = true, c
 			} else {
 				f.After = c
 			}
+			f.ExcludeTypes = ledger.Excluded(allTypes, f.EntityType, exclude...)
 			if since != "" {
 				if f.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
 					return flagErrorf("since", "--since %q: want an RFC 3339 time", since)
@@ -173,6 +180,9 @@ and --cursor takes next as the API's cursor= does.`,
 				return err
 			}
 			defer l.Close()
+			if follow {
+				return a.follow(cmd.Context(), l, p, f)
+			}
 			page, err := l.Query(cmd.Context(), p, f)
 			if err != nil {
 				return err
@@ -219,12 +229,68 @@ and --cursor takes next as the API's cursor= does.`,
 	fl.StringVar(&after, "after", "", "old name of --cursor")
 	_ = fl.MarkDeprecated("after", "use --cursor")
 	fl.BoolVar(&newest, "newest", false, "newest first")
+	fl.BoolVar(&allTypes, "all-types", false, "also the engine's bookkeeping ("+strings.Join(ledger.Bookkeeping, ", ")+"), left out by default")
+	fl.StringArrayVar(&exclude, "exclude-type", nil, "leave out this entity_type (repeatable)")
+	fl.BoolVar(&follow, "follow", false, "keep printing new spans as they commit, like tail -f (Ctrl-C stops)")
 	return cmd
+}
+
+// follow prints the spans of f from its cursor on, then every span that
+// commits after, woken by the ledger's notifications and polling every
+// second besides (a pooler may not pass LISTEN on). The cursor is a
+// forward one, so nothing that commits late is skipped. --json prints one
+// {"cursor", "span"} per line.
+func (a *app) follow(ctx context.Context, l *ledger.Ledger, p ledger.Principal, f ledger.Filter) error {
+	wake := make(chan struct{}, 1)
+	go func() {
+		_ = l.Listen(ctx, func(ledger.Notice) {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		page, err := l.Query(ctx, p, f)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, it := range page.Items {
+			if a.json {
+				if err := a.writeJSON(struct {
+					Cursor string     `json:"cursor"`
+					Span   *span.Span `json:"span"`
+				}{it.Cursor.String(), &it.Span}); err != nil {
+					return err
+				}
+				continue
+			}
+			s := it.Span
+			a.printf("%s  %s  seq=%d  %-12s %-10s %s\n", s.At, s.ID, s.Seq, s.EntityType, s.Status, s.Name)
+		}
+		if len(page.Items) > 0 {
+			f.After = page.Next
+		}
+		if len(page.Items) == f.Limit {
+			continue // more right away
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-tick.C:
+		}
+	}
 }
 
 // listFlags are the flags of spans list a continuation repeats, in the
 // order it prints them.
-var listFlags = []string{"entity-type", "status", "visibility", "trace-id", "parent-id", "since", "limit", "newest"}
+var listFlags = []string{"entity-type", "status", "visibility", "trace-id", "parent-id", "since", "all-types", "exclude-type", "limit", "newest"}
 
 // continuation is the flags that list the page after this one: the same
 // filters, page size and direction, from next.
@@ -238,6 +304,12 @@ func continuation(cmd *cobra.Command, next string) string {
 		if fl.Value.Type() == "bool" {
 			if fl.Value.String() == "true" {
 				fmt.Fprintf(&b, "--%s ", name)
+			}
+			continue
+		}
+		if sv, ok := fl.Value.(pflag.SliceValue); ok {
+			for _, v := range sv.GetSlice() {
+				fmt.Fprintf(&b, "--%s %s ", name, shellQuote(v))
 			}
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -347,4 +348,55 @@ func TestMakeRunTakesADDR(t *testing.T) {
 	out, err = exec.Command("make", "-s", "-n", "-C", "../..", "run").CombinedOutput()
 	require.NoError(t, err, string(out))
 	require.Regexp(t, `(?m)^bin/logline dev\s*$`, string(out))
+}
+
+// The engine's bookkeeping is left out of listings unless asked for
+// (--all-types, or --entity-type naming it); --exclude-type leaves out
+// more, and the continuation hint repeats both.
+func TestSpansListHidesBookkeeping(t *testing.T) {
+	t.Parallel()
+	env := newEnv(t)
+	in := `{"entity_type":"note","who":"alice","this":"note"}` + "\n" +
+		`{"entity_type":"policy_cursor","who":"alice","this":"cursor"}` + "\n" +
+		`{"entity_type":"metric","who":"alice","this":"metric"}` + "\n"
+	r := cli(t, env, in, "spans", "append")
+	require.Equal(t, 0, r.code, r.err)
+	ids, err := span.Decode(strings.NewReader(r.out))
+	require.NoError(t, err)
+	settle(t, env)
+	list := func(args ...string) []string {
+		r := cli(t, env, "", append([]string{"spans", "list"}, args...)...)
+		require.Equal(t, 0, r.code, r.err)
+		return listedIDs(r.out)
+	}
+	require.Equal(t, []string{ids[0].ID, ids[2].ID}, list())
+	require.Equal(t, []string{ids[0].ID, ids[1].ID, ids[2].ID}, list("--all-types"))
+	require.Equal(t, []string{ids[1].ID}, list("--entity-type", "policy_cursor"))
+	require.Equal(t, []string{ids[0].ID}, list("--exclude-type", "metric"))
+	r = cli(t, env, "", "spans", "list", "--exclude-type", "metric", "--exclude-type", "x y", "--limit", "1")
+	require.Equal(t, 0, r.code, r.err)
+	require.Contains(t, r.out, "more: --exclude-type metric --exclude-type 'x y' --limit 1 --cursor ")
+}
+
+// --follow prints what is there, then each span as it commits, like
+// tail -f, until stopped.
+func TestSpansListFollow(t *testing.T) {
+	t.Parallel()
+	env := newEnv(t)
+	r := cli(t, env, `{"entity_type":"note","who":"alice","this":"note","name":"first"}`, "spans", "append")
+	require.Equal(t, 0, r.code, r.err)
+	settle(t, env)
+	out, _, stop := startCmd(t, env, regexp.MustCompile(`note .* first`), "spans", "list", "--follow")
+	r = cli(t, env, `{"entity_type":"note","who":"alice","this":"note","name":"second"}`, "spans", "append")
+	require.Equal(t, 0, r.code, r.err)
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), "second") {
+		require.True(t, time.Now().Before(deadline), "the new span never showed: %s", out.String())
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.Equal(t, 1, strings.Count(out.String(), "first"), "nothing printed twice")
+	require.Equal(t, 0, stop())
+	r = cli(t, env, "", "spans", "list", "--follow", "--newest")
+	require.Equal(t, exitUsage, r.code)
+	require.Contains(t, r.err, "--follow")
 }

@@ -110,7 +110,10 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 			sp.SetStatus(codes.Error, http.StatusText(status))
 		}
 		level := slog.LevelInfo
-		if status >= 500 {
+		switch {
+		case status == http.StatusServiceUnavailable:
+			level = slog.LevelWarn // not ready yet, or shutting down
+		case status >= 500:
 			level = slog.LevelError
 		}
 		s.log.LogAttrs(c.Request().Context(), level, "http request", attrs...)

@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -26,6 +27,13 @@ var (
 	pID   = param{name: "id", in: "path", schema: schema{"type": "string", "format": "uuid", "maxLength": uuidLen}}
 	pWait = param{name: "wait", in: "query", description: "How long to wait for the outcome (a Go duration such as 10s, or whole seconds; capped by the server).",
 		schema: schema{"type": "string", "maxLength": 32}}
+	// The engine's bookkeeping (ledger.Bookkeeping: cursors, quota
+	// counters) is left out unless asked for, or named by entity_type.
+	pInclude = param{name: "include", in: "query",
+		description: "bookkeeping: also the engine's own spans (" + strings.Join(ledger.Bookkeeping, ", ") + "), left out by default.",
+		schema:      schema{"type": "string", "enum": []string{"bookkeeping"}}}
+	pExcludeType = param{name: "exclude_type", in: "query", description: "Leave out these entity types (comma-separated).",
+		schema: schema{"type": "string", "maxLength": 1000}}
 )
 
 const (
@@ -51,7 +59,7 @@ var routes = []op{
 			pVisibility,
 			{name: "trace_id", in: "query", schema: strMax("Only this trace_id.", span.MaxShortText)},
 			{name: "parent_id", in: "query", schema: schema{"type": "string", "format": "uuid", "maxLength": uuidLen, "description": "Only children of this span."}},
-			pSince, pLimit, pOrder, pCursor,
+			pSince, pInclude, pExcludeType, pLimit, pOrder, pCursor,
 		},
 		responses: []response{jsonResponse(http.StatusOK, "One page.", ref("Page"))},
 		handle:    (*Server).listSpans,
@@ -104,7 +112,7 @@ var routes = []op{
 	{
 		method: http.MethodGet, path: "/api/timeline", id: "timeline", summary: "The visible timeline",
 		description: "Spans the principal may read, deleted ones (is_deleted) left out, newest first by default.",
-		params:      []param{pVisibility, pSince, pLimit, pOrder, pCursor},
+		params:      []param{pVisibility, pSince, pInclude, pExcludeType, pLimit, pOrder, pCursor},
 		responses:   []response{jsonResponse(http.StatusOK, "One page (it may hold fewer than limit spans; more says whether to go on).", ref("Page"))},
 		handle:      (*Server).timeline,
 	},

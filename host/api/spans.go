@@ -315,6 +315,10 @@ func listing(c echo.Context) (ledger.Filter, error) {
 	var f ledger.Filter
 	q := c.QueryParams()
 	f.EntityType, f.Status, f.TraceID = q.Get("entity_type"), q.Get("status"), q.Get("trace_id")
+	if v := q.Get("include"); v != "" && v != "bookkeeping" {
+		return f, fail(codeMalformed, "include", "include must be bookkeeping, got %q", v)
+	}
+	f.ExcludeTypes = ledger.Excluded(q.Get("include") == "bookkeeping", f.EntityType, strings.Split(q.Get("exclude_type"), ",")...)
 	if v := q.Get("visibility"); v != "" {
 		switch v {
 		case span.VisibilityPrivate, span.VisibilityTenant, span.VisibilityPublic:

@@ -474,3 +474,35 @@ func TestMetricsShape(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b.do(t, http.MethodGet, "/api/metrics", b.token(t, "x", "y"), nil, nil).body, &raw))
 	require.JSONEq(t, `[]`, string(raw["counts"]), "empty lists, not null")
 }
+
+// Listings leave the engine's bookkeeping out unless include=bookkeeping
+// (or entity_type names it); exclude_type leaves out more; the OpenAPI
+// document declares both.
+func TestListingsHideBookkeeping(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok := b.token(t, "acme", "alice")
+	alice := ledger.User("acme", "alice")
+	n := b.appendAs(t, alice, note("n", "tenant"))[0]
+	c := b.appendAs(t, alice, span.Span{EntityType: "policy_cursor", Who: "alice", This: "cursor", Visibility: "tenant"})[0]
+	m := b.appendAs(t, alice, span.Span{EntityType: "metric", Who: "alice", This: "metric", Visibility: "tenant"})[0]
+	ids := func(path string) []string {
+		r := b.do(t, http.MethodGet, path, tok, nil, nil)
+		require.Equal(t, http.StatusOK, r.status, string(r.body))
+		var pg pageOut
+		r.json(t, &pg)
+		var out []string
+		for _, it := range pg.Items {
+			out = append(out, it.Span.ID)
+		}
+		return out
+	}
+	for _, path := range []string{"/api/spans", "/api/timeline"} {
+		require.Equal(t, []string{n.ID, m.ID}, ids(path+"?order=asc"), path)
+		require.Equal(t, []string{n.ID, c.ID, m.ID}, ids(path+"?order=asc&include=bookkeeping"), path)
+		require.Equal(t, []string{n.ID}, ids(path+"?order=asc&exclude_type=metric,other"), path)
+		r := b.do(t, http.MethodGet, path+"?include=everything", tok, nil, nil)
+		require.Equal(t, http.StatusBadRequest, r.status, "%s: include names its one value", path)
+	}
+	require.Equal(t, []string{c.ID}, ids("/api/spans?order=asc&entity_type=policy_cursor"))
+}

@@ -53,7 +53,7 @@ const (
 // internal are the entity types the kernels write for their own
 // bookkeeping: they never wake anyone (a cursor would wake the agent that
 // wrote it, for ever).
-var internal = []string{"policy_cursor", "engine_cursor", "quota_counter"}
+var internal = ledger.Bookkeeping
 
 // Config tunes an Engine. Zero values take the manifest's intervals, then
 // the defaults.

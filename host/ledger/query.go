@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +57,9 @@ type Filter struct {
 	TraceID    string
 	ParentID   string
 	Since      time.Time // at >= Since
+	// ExcludeTypes leaves these entity types out (Bookkeeping, by the API's
+	// and the CLI's default).
+	ExcludeTypes []string
 
 	// After continues a forward (oldest-first) listing. Forward listings only
 	// return rows no running transaction can still precede, so following
@@ -68,6 +72,26 @@ type Filter struct {
 	Before Cursor
 	// Limit bounds the page; 0 means DefaultLimit, at most MaxLimit.
 	Limit int
+}
+
+// Bookkeeping are the entity types the engine writes for itself (cursors,
+// quota counters): six per user append, rarely what a reader wants, so
+// listings and streams leave them out unless asked.
+var Bookkeeping = []string{"policy_cursor", "engine_cursor", "quota_counter"}
+
+// Excluded is what a listing leaves out: the bookkeeping types unless
+// includeBookkeeping (or entityType names one of them), and extra.
+func Excluded(includeBookkeeping bool, entityType string, extra ...string) []string {
+	var out []string
+	if !includeBookkeeping && !slices.Contains(Bookkeeping, entityType) {
+		out = append(out, Bookkeeping...)
+	}
+	for _, t := range extra {
+		if t = strings.TrimSpace(t); t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // Page limits.
@@ -123,6 +147,9 @@ func (f Filter) sql() (string, []any, error) {
 		if v := text[col]; v != "" {
 			add(col+" = ?", v)
 		}
+	}
+	if len(f.ExcludeTypes) > 0 {
+		add("entity_type <> ALL(?::text[])", f.ExcludeTypes)
 	}
 	if f.Visibility != "" {
 		switch f.Visibility {
