@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -57,8 +58,11 @@ func TestEngineMetricsScrape(t *testing.T) {
 	var body string
 	eventually(t, testTimeout, "the counters", func() bool {
 		body = scrape()
+		// (Every loop's series, once it has run a pass.)
 		return value(body, `logline_quota_violations_total`) >= 1 &&
-			value(body, `logline_executions_total{code="guest_error",status="error"}`) >= 1
+			value(body, `logline_executions_total{code="guest_error",status="error"}`) >= 1 &&
+			value(body, `logline_engine_pass_fuel_total{loop="policy_agent"}`) > 0 &&
+			strings.Contains(body, `logline_engine_pass_duration_seconds_bucket{loop="observer"`)
 	})
 	require.GreaterOrEqual(t, value(body, `logline_executions_total{code="",status="complete"}`), 1.0)
 	require.Positive(t, value(body, `logline_execution_fuel_total`))
