@@ -64,9 +64,12 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 			if _, err := o.logger(io.Discard); err != nil {
 				return err // before anything starts
 			}
+			notify, err := a.ledgerNotify(cmd, &o)
+			if err != nil {
+				return err
+			}
 			p := ledger.User(devTenant, devUser)
 			if a.hasPrincipal() {
-				var err error
 				if p, err = a.principal(); err != nil {
 					return err
 				}
@@ -135,7 +138,7 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 			if err != nil {
 				return err
 			}
-			l, err := ledger.Open(ctx, dbURL, ledger.WithKey(key))
+			l, err := ledger.Open(ctx, dbURL, ledger.WithKey(key), notify)
 			if err != nil {
 				return err
 			}

@@ -29,6 +29,10 @@ type serveOptions struct {
 	noEngine bool
 	// logLevel and logFormat shape the server's structured log (stderr).
 	logLevel, logFormat string
+	// notify is on or off (--notify, else $LOGLINE_NOTIFY); pollInterval
+	// how often the ledger is polled when it is off or LISTEN unavailable.
+	notify       string
+	pollInterval time.Duration
 }
 
 func (o *serveOptions) flags(fs *pflag.FlagSet) {
@@ -38,6 +42,29 @@ func (o *serveOptions) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.noEngine, "no-engine", false, "serve the API only; run no kernels (another process runs the engine)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug adds every idle engine pass)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format on stderr: text or json (one object a line)")
+	fs.StringVar(&o.notify, "notify", "", "ledger notifications: on (LISTEN; polls while LISTEN is unavailable) or off (poll only, e.g. behind PgBouncer in transaction mode); default $LOGLINE_NOTIFY, else on")
+	fs.DurationVar(&o.pollInterval, "poll-interval", ledger.DefaultPoll, "how often the ledger is polled when notifications are off or unavailable")
+}
+
+// ledgerNotify is how the server's ledger learns what committed, from
+// --notify (else $LOGLINE_NOTIFY) and --poll-interval.
+func (a *app) ledgerNotify(cmd *cobra.Command, o *serveOptions) (ledger.Option, error) {
+	from := "--notify"
+	if !cmd.Flags().Changed("notify") {
+		o.notify, from = a.getenv("LOGLINE_NOTIFY"), "--notify (from LOGLINE_NOTIFY)"
+	}
+	n := ledger.Notify{Poll: o.pollInterval}
+	switch o.notify {
+	case "", "on":
+	case "off":
+		n.Off = true
+	default:
+		return nil, flagErrorf("notify", "%s %q: want on or off", from, o.notify)
+	}
+	if o.pollInterval < 10*time.Millisecond || o.pollInterval > time.Hour {
+		return nil, flagErrorf("poll-interval", "--poll-interval %s: want 10ms to 1h", o.pollInterval)
+	}
+	return ledger.WithNotify(n), nil
 }
 
 // logger is the server's log as --log-level and --log-format say.
@@ -89,12 +116,15 @@ server seals and verifies bearer tokens, together with the keys the manifest tru
 			if _, err := o.logger(io.Discard); err != nil {
 				return err // before anything starts
 			}
+			notify, err := a.ledgerNotify(cmd, &o)
+			if err != nil {
+				return err
+			}
 			if keyFile == "" {
 				keyFile = a.nodeKeyFile()
 			}
 			var key *span.Key
 			if keyFile != "" {
-				var err error
 				if key, err = span.LoadKey(keyFile); err != nil {
 					return usageError{err}
 				}
@@ -103,7 +133,7 @@ server seals and verifies bearer tokens, together with the keys the manifest tru
 			if err != nil {
 				return err
 			}
-			l, err := ledger.Open(ctx, u, ledgerOptions(key)...)
+			l, err := ledger.Open(ctx, u, append(ledgerOptions(key), notify)...)
 			if err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -236,5 +237,40 @@ func TestServeLogFlags(t *testing.T) {
 	require.Equal(t, "bob", line["user"])
 	require.EqualValues(t, 200, line["status"])
 	require.NotContains(t, errOut.String(), tok)
+	require.Equal(t, 0, stop())
+}
+
+// --notify off (or LOGLINE_NOTIFY=off) serves without LISTEN: the server
+// says so in its log and /readyz, and a bad --notify, LOGLINE_NOTIFY or
+// --poll-interval is refused before anything starts, naming what was wrong.
+func TestServeNotifyOff(t *testing.T) {
+	t.Parallel()
+	env := newEnv(t)
+	for want, c := range map[string]struct {
+		env  string
+		args []string
+	}{
+		"--notify \"maybe\"":                   {"", []string{"--notify", "maybe"}},
+		"--notify (from LOGLINE_NOTIFY) \"0\"": {"0", nil},
+		"--poll-interval 1ns":                  {"", []string{"--poll-interval", "1ns"}},
+	} {
+		e := maps.Clone(env)
+		if c.env != "" {
+			e["LOGLINE_NOTIFY"] = c.env
+		}
+		r := cli(t, e, "", append([]string{"serve", "--addr", "127.0.0.1:0", "--no-engine"}, c.args...)...)
+		require.Equal(t, exitUsage, r.code, r.err)
+		require.Contains(t, r.err, want)
+	}
+	e := maps.Clone(env)
+	e["LOGLINE_NOTIFY"] = "off"
+	out, errOut, _, stop := startCmdErr(t, e, servingLine, "serve", "--addr", "127.0.0.1:0", "--no-engine", "--poll-interval", "200ms")
+	base := servingLine.FindStringSubmatch(out.String())[1]
+	require.Eventually(t, func() bool {
+		code, body := call(t, http.MethodGet, base+"/readyz", "", "")
+		return code == http.StatusOK && strings.Contains(body, "polling")
+	}, 30*time.Second, 20*time.Millisecond, "/readyz says it is ready, and polls")
+	require.Eventually(t, func() bool { return strings.Contains(errOut.String(), "notifications off; polling the ledger") },
+		30*time.Second, 20*time.Millisecond, "the log says it polls: %s", errOut.String())
 	require.Equal(t, 0, stop())
 }

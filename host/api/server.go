@@ -85,6 +85,7 @@ type Server struct {
 	doc  []byte
 
 	listening atomic.Bool // the notice listener is connected
+	polling   atomic.Bool // ... and polls: ledger notifications are off or unavailable
 	served    atomic.Bool
 }
 
@@ -179,6 +180,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		err := s.l.Listen(bg, func(n ledger.Notice) {
 			if n.Gap {
 				s.listening.Store(true)
+				if s.polling.Swap(n.Poll) != n.Poll {
+					switch {
+					case !n.Poll:
+						s.log.Info("stream: ledger notifications: listening again")
+					case n.Err == nil:
+						s.log.Info("stream: ledger notifications off; polling the ledger")
+					default:
+						s.log.Warn("stream: ledger notifications unavailable; polling the ledger", "err", n.Err)
+					}
+				}
 			}
 			if n.Gap || n.ID == stage0.ManifestID {
 				// Off the listener goroutine: it reads the ledger.
@@ -260,6 +271,10 @@ func (s *Server) readyz(c echo.Context) error {
 	}
 	if !s.listening.Load() {
 		return writeJSON(c, http.StatusServiceUnavailable, "application/json", health{Status: "unavailable", Detail: "the ledger listener is not connected"})
+	}
+	if s.polling.Load() {
+		// Ready: the stream and the waits work, a poll interval later.
+		return writeJSON(c, http.StatusOK, "application/json", health{Status: "ok", Detail: "polling the ledger: notifications are off or unavailable"})
 	}
 	return writeJSON(c, http.StatusOK, "application/json", health{Status: "ok"})
 }

@@ -191,13 +191,19 @@ func (lp *loop) take() (map[string]bool, bool) {
 }
 
 // Run runs the engine until ctx ends, then waits for the kernel runs in
-// flight (each is bounded by its own limits) and returns nil. It fails only
-// if the ledger cannot be listened to at all.
+// flight (each is bounded by its own limits) and returns nil. Without
+// notifications (ledger.WithoutNotify, or LISTEN unavailable) the ledger's
+// listener polls, and its notices wake the loops all the same.
 func (e *Engine) Run(ctx context.Context) error {
 	notices := make(chan ledger.Notice, 4096)
 	listenErr := make(chan error, 1)
 	go func() {
+		polling := false
 		listenErr <- e.l.Listen(ctx, func(n ledger.Notice) {
+			if n.Gap && n.Poll != polling {
+				polling = n.Poll
+				logMode(e.log, n)
+			}
 			select {
 			case notices <- n:
 			default:
@@ -236,6 +242,19 @@ func (e *Engine) Run(ctx context.Context) error {
 	wg.Wait()
 	e.runs.Wait()
 	return err
+}
+
+// logMode says, once per change, how the ledger's listener now learns
+// what committed.
+func logMode(log *slog.Logger, n ledger.Notice) {
+	switch {
+	case !n.Poll:
+		log.Info("ledger notifications: listening again")
+	case n.Err == nil:
+		log.Info("ledger notifications off; polling the ledger")
+	default:
+		log.Warn("ledger notifications unavailable; polling the ledger", "err", n.Err)
+	}
 }
 
 // warm loads the manifest's kernels once, at start: compiling the sandbox

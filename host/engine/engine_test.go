@@ -108,13 +108,14 @@ func (w *world) patchManifest(t testing.TB, patch manifestPatch) {
 }
 
 // startEngine runs an engine as another host would: its own pool, sandbox,
-// node key and Stage-0 host. The returned function stops it and waits.
-func startEngine(t testing.TB, url string, cfg engine.Config) (stop func()) {
+// node key and Stage-0 host (opts configure its ledger). The returned
+// function stops it and waits.
+func startEngine(t testing.TB, url string, cfg engine.Config, opts ...ledger.Option) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	node, err := span.GenerateKey()
 	require.NoError(t, err)
-	l, err := ledger.Open(ctx, url, ledger.WithKey(node))
+	l, err := ledger.Open(ctx, url, append([]ledger.Option{ledger.WithKey(node)}, opts...)...)
 	require.NoError(t, err)
 	rt, err := sandbox.New(ctx, sandbox.Config{CompilationCacheDir: cacheDir})
 	require.NoError(t, err)

@@ -37,6 +37,8 @@ type Ledger struct {
 
 	guestOK atomic.Bool // GuestRole was seen unable to call set_config
 
+	notify Notify // how Listen learns what committed (listen.go)
+
 	// leases is the pool TryLock takes its connections from: a lease
 	// keeps its connection for as long as it is held, so leases must not
 	// starve the statements of the pool (a kernel holding a lease still
