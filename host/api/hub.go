@@ -280,13 +280,13 @@ func (h *hub) joinAt(ctx context.Context, p ledger.Principal, s sink) (*group, l
 }
 
 // joinAfter adds s to p's group so that, after the rows up to cur that the
-// caller has already sent, s receives every row after cur exactly once and
-// in order. The caller has replayed up to the horizon; rows between cur and
+// caller has already sent, s receives every row after cur that want
+// selects exactly once and in order. The caller has replayed up to the horizon; rows between cur and
 // the group's position are read here, under the group's lock (so the group
 // cannot move meanwhile), and handed to catchUp before s joins. Rows after
 // that which the group delivers again are dropped by s itself (it skips
 // what is not after its last cursor).
-func (h *hub) joinAfter(ctx context.Context, p ledger.Principal, s sink, cur ledger.Cursor, catchUp func([]*event)) (*group, error) {
+func (h *hub) joinAfter(ctx context.Context, p ledger.Principal, s sink, want ledger.Filter, cur ledger.Cursor, catchUp func([]*event)) (*group, error) {
 	for {
 		g, err := h.group(ctx, p)
 		if err != nil {
@@ -298,7 +298,9 @@ func (h *hub) joinAfter(ctx context.Context, p ledger.Principal, s sink, cur led
 			continue
 		}
 		for before(cur, g.pos) {
-			pg, err := h.l.Query(ctx, p, ledger.Filter{After: cur, Limit: fetchLimit})
+			f := want
+			f.After, f.Limit = cur, fetchLimit
+			pg, err := h.l.Query(ctx, p, f)
 			if err != nil {
 				g.mu.Unlock()
 				return nil, err

@@ -52,7 +52,7 @@ func TestHubJoinAfter(t *testing.T) {
 	// when the group catches up, B must not get r1..r3 again.
 	bsub := testSubscriber()
 	bsub.last = r3
-	_, err = h.joinAfter(ctx, p, bsub, r3, func(evs []*event) { bsub.push(evs, false) })
+	_, err = h.joinAfter(ctx, p, bsub, ledger.Filter{}, r3, func(evs []*event) { bsub.push(evs, false) })
 	require.NoError(t, err)
 	require.NoError(t, h.fetch(ctx, g))
 	require.Equal(t, []string{"r1", "r2", "r3"}, names(a.take()))
@@ -62,7 +62,7 @@ func TestHubJoinAfter(t *testing.T) {
 	// up r2 and r3 under the group's lock, once.
 	c := testSubscriber()
 	c.last = r1
-	_, err = h.joinAfter(ctx, p, c, r1, func(evs []*event) { c.push(evs, false) })
+	_, err = h.joinAfter(ctx, p, c, ledger.Filter{}, r1, func(evs []*event) { c.push(evs, false) })
 	require.NoError(t, err)
 	require.Equal(t, []string{"r2", "r3"}, names(c.take()))
 
@@ -77,7 +77,7 @@ func TestHubJoinAfter(t *testing.T) {
 	// position catches up everything.
 	d := testSubscriber()
 	d.last = start
-	_, err = h.joinAfter(ctx, p, d, start, func(evs []*event) { d.push(evs, false) })
+	_, err = h.joinAfter(ctx, p, d, ledger.Filter{}, start, func(evs []*event) { d.push(evs, false) })
 	require.NoError(t, err)
 	require.Equal(t, []string{"r1", "r2", "r3", "r4"}, names(d.take()))
 

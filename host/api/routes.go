@@ -36,6 +36,19 @@ var (
 		schema: schema{"type": "string", "maxLength": 1000}}
 )
 
+// pSelect are the parameters that choose which spans a listing or the
+// stream returns (selection parses them).
+func pSelect() []param {
+	return []param{
+		{name: "entity_type", in: "query", schema: strMax("Only this entity_type.", span.MaxEntityTypeLen)},
+		{name: "status", in: "query", schema: strMax("Only this status.", span.MaxShortText)},
+		pVisibility,
+		{name: "trace_id", in: "query", schema: strMax("Only this trace_id.", span.MaxShortText)},
+		{name: "parent_id", in: "query", schema: schema{"type": "string", "format": "uuid", "maxLength": uuidLen, "description": "Only children of this span."}},
+		pSince, pInclude, pExcludeType,
+	}
+}
+
 const (
 	uuidLen = 36
 	// maxCursorLen fits the longest cursor, two 64-bit integers and a dot.
@@ -53,16 +66,9 @@ var routes = []op{
 	{
 		method: http.MethodGet, path: "/api/spans", id: "listSpans", summary: "List spans",
 		description: "Spans the token's principal may read, filtered, one page at a time.",
-		params: []param{
-			{name: "entity_type", in: "query", schema: strMax("Only this entity_type.", span.MaxEntityTypeLen)},
-			{name: "status", in: "query", schema: strMax("Only this status.", span.MaxShortText)},
-			pVisibility,
-			{name: "trace_id", in: "query", schema: strMax("Only this trace_id.", span.MaxShortText)},
-			{name: "parent_id", in: "query", schema: schema{"type": "string", "format": "uuid", "maxLength": uuidLen, "description": "Only children of this span."}},
-			pSince, pInclude, pExcludeType, pLimit, pOrder, pCursor,
-		},
-		responses: []response{jsonResponse(http.StatusOK, "One page.", ref("Page"))},
-		handle:    (*Server).listSpans,
+		params:      append(pSelect(), pLimit, pOrder, pCursor),
+		responses:   []response{jsonResponse(http.StatusOK, "One page.", ref("Page"))},
+		handle:      (*Server).listSpans,
 	},
 	{
 		method: http.MethodPost, path: "/api/spans", id: "appendSpans", summary: "Append spans",
@@ -112,20 +118,21 @@ var routes = []op{
 	{
 		method: http.MethodGet, path: "/api/timeline", id: "timeline", summary: "The visible timeline",
 		description: "Spans the principal may read, deleted ones (is_deleted) left out, newest first by default.",
-		params:      []param{pVisibility, pSince, pInclude, pExcludeType, pLimit, pOrder, pCursor},
+		params:      append(pSelect(), pLimit, pOrder, pCursor),
 		responses:   []response{jsonResponse(http.StatusOK, "One page (it may hold fewer than limit spans; more says whether to go on).", ref("Page"))},
 		handle:      (*Server).timeline,
 	},
 	{
 		method: http.MethodGet, path: "/api/timeline/stream", id: "streamTimeline", summary: "New spans as Server-Sent Events",
-		description: "Each event is one span the principal may read: `id` is its cursor, `data` the span as JSON (a default `message` event). " +
+		description: "Each event is one span the principal may read and the selection keeps (as the listings select: the engine's " +
+			"bookkeeping is left out unless include=bookkeeping): `id` is its cursor, `data` the span as JSON (a default `message` event). " +
 			"Reconnect with Last-Event-ID (or ?cursor=) to resume: nothing is skipped, even a span that commits late. The first " +
 			"message carries the start position as an id. Comments (`: ping`) are heartbeats. A client that falls too far " +
 			"behind is disconnected and may resume from its last id.",
-		params: []param{
-			{name: "Last-Event-ID", in: "header", description: "Resume after this cursor.", schema: schema{"type": "string", "maxLength": maxCursorLen}},
-			{name: "cursor", in: "query", description: "Resume after this cursor (for clients that cannot set headers).", schema: schema{"type": "string", "maxLength": maxCursorLen}},
-		},
+		params: append(pSelect(),
+			param{name: "Last-Event-ID", in: "header", description: "Resume after this cursor.", schema: schema{"type": "string", "maxLength": maxCursorLen}},
+			param{name: "cursor", in: "query", description: "Resume after this cursor (for clients that cannot set headers).", schema: schema{"type": "string", "maxLength": maxCursorLen}},
+		),
 		responses: []response{{status: http.StatusOK, description: "The stream.",
 			media: &media{types: []string{"text/event-stream"}, schema: schema{"type": "string"}}}},
 		handle: (*Server).stream,

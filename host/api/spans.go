@@ -310,8 +310,39 @@ func sameContent(p ledger.Principal, stored, sent span.Span) bool {
 }
 
 // listing parses the listing parameters of GET /api/spans and
-// /api/timeline.
+// /api/timeline: what to select, and the page.
 func listing(c echo.Context) (ledger.Filter, error) {
+	f, err := selection(c)
+	if err != nil {
+		return f, err
+	}
+	q := c.QueryParams()
+	f.Limit = ledger.DefaultLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > ledger.MaxLimit {
+			return f, fail(codeMalformed, "limit", "limit must be an integer from 1 to %d, got %q", ledger.MaxLimit, v)
+		}
+		f.Limit = n
+	}
+	cur, err := ledger.ParseCursor(q.Get("cursor"))
+	if err != nil {
+		return f, fail(codeMalformed, "cursor", "cursor %q is not a cursor this API returned", q.Get("cursor"))
+	}
+	switch q.Get("order") {
+	case "", "desc":
+		f.Desc, f.Before = true, cur
+	case "asc":
+		f.After = cur
+	default:
+		return f, fail(codeMalformed, "order", "order must be asc or desc, got %q", q.Get("order"))
+	}
+	return f, nil
+}
+
+// selection parses which spans a listing or the stream wants (pSelect):
+// the engine's bookkeeping is left out unless include=bookkeeping.
+func selection(c echo.Context) (ledger.Filter, error) {
 	var f ledger.Filter
 	q := c.QueryParams()
 	f.EntityType, f.Status, f.TraceID = q.Get("entity_type"), q.Get("status"), q.Get("trace_id")
@@ -339,26 +370,6 @@ func listing(c echo.Context) (ledger.Filter, error) {
 			return f, fail(codeMalformed, "since", "since must be an RFC 3339 time, got %q", v)
 		}
 		f.Since = t
-	}
-	f.Limit = ledger.DefaultLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > ledger.MaxLimit {
-			return f, fail(codeMalformed, "limit", "limit must be an integer from 1 to %d, got %q", ledger.MaxLimit, v)
-		}
-		f.Limit = n
-	}
-	cur, err := ledger.ParseCursor(q.Get("cursor"))
-	if err != nil {
-		return f, fail(codeMalformed, "cursor", "cursor %q is not a cursor this API returned", q.Get("cursor"))
-	}
-	switch q.Get("order") {
-	case "", "desc":
-		f.Desc, f.Before = true, cur
-	case "asc":
-		f.After = cur
-	default:
-		return f, fail(codeMalformed, "order", "order must be asc or desc, got %q", q.Get("order"))
 	}
 	return f, nil
 }

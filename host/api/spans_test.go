@@ -335,8 +335,20 @@ func TestTimelineLeavesOutDeleted(t *testing.T) {
 	r.json(t, &pg)
 	require.Len(t, pg.Items, 1)
 
-	r = b.do(t, http.MethodGet, "/api/timeline?entity_type=note", tok, nil, nil)
+	// The listings' selection (a dashboard filters its timeline), and
+	// nothing else.
+	r = b.do(t, http.MethodGet, "/api/timeline?entity_type=note&visibility=public", tok, nil, nil)
+	require.Equal(t, http.StatusOK, r.status)
+	r.json(t, &pg)
+	require.Len(t, pg.Items, 1)
+	require.Equal(t, pub.ID, pg.Items[0].Span.ID)
+	r = b.do(t, http.MethodGet, "/api/timeline?entity_type=function", tok, nil, nil)
+	require.Equal(t, http.StatusOK, r.status)
+	r.json(t, &pg)
+	require.Empty(t, pg.Items)
+	r = b.do(t, http.MethodGet, "/api/timeline?limits=5", tok, nil, nil)
 	require.Equal(t, http.StatusBadRequest, r.status, "the timeline takes only its own parameters")
+	require.Equal(t, "limits", r.problem(t).Field)
 }
 
 func TestGetAndVerifyErrors(t *testing.T) {

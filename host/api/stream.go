@@ -31,8 +31,12 @@ type subscriber struct {
 	// nothing must count, or the queue looks empty while the client is
 	// megabytes behind.
 	unread  int
-	last    ledger.Cursor // the last event queued or sent
+	last    ledger.Cursor // the last event queued or sent, or passed over
 	dropped bool
+	// want selects the events this client asked for (?entity_type=,
+	// include=, …): a group's events are its principal's, and each
+	// subscriber keeps its own.
+	want ledger.Filter
 }
 
 func (s *subscriber) deliver(evs []*event) { s.push(evs, true) }
@@ -49,6 +53,10 @@ func (s *subscriber) push(evs []*event, enforce bool) {
 	n := 0
 	for _, ev := range evs {
 		if !before(s.last, ev.cur) {
+			continue
+		}
+		if !s.want.Match(ev.span) {
+			s.last = ev.cur
 			continue
 		}
 		s.queue = append(s.queue, ev)
@@ -106,6 +114,10 @@ func (s *subscriber) arm(rc *http.ResponseController, timeout time.Duration) boo
 func (s *Server) stream(c echo.Context) error {
 	p := principal(c)
 	ctx := c.Request().Context()
+	want, err := selection(c)
+	if err != nil {
+		return err
+	}
 	var from *ledger.Cursor
 	for _, src := range []struct{ field, v string }{
 		// The header wins: a browser reconnects to the same URL (with the
@@ -131,7 +143,7 @@ func (s *Server) stream(c echo.Context) error {
 	rc := http.NewResponseController(w)
 	bw := bufio.NewWriterSize(w, 32<<10)
 	sub := &subscriber{limit: s.cfg.StreamBuffer, signal: make(chan struct{}, 1), gone: make(chan struct{}),
-		kill: func() { _ = rc.SetWriteDeadline(time.Now()) }}
+		kill: func() { _ = rc.SetWriteDeadline(time.Now()) }, want: want}
 	flush := func() error {
 		if err := bw.Flush(); err != nil {
 			return err
@@ -188,7 +200,9 @@ func (s *Server) stream(c echo.Context) error {
 		// replay needs no buffer), then join the live group.
 		cur := *from
 		for {
-			pg, err := s.l.Query(ctx, p, ledger.Filter{After: cur, Limit: fetchLimit})
+			f := want
+			f.After, f.Limit = cur, fetchLimit
+			pg, err := s.l.Query(ctx, p, f)
 			if err != nil {
 				s.log.Warn("stream: replay failed", "principal", p.String(), "err", err)
 				return nil
@@ -210,7 +224,7 @@ func (s *Server) stream(c echo.Context) error {
 		}
 		sub.last = cur
 		var err error
-		if g, err = s.hub.joinAfter(ctx, p, sub, cur, func(evs []*event) { sub.push(evs, false) }); err != nil {
+		if g, err = s.hub.joinAfter(ctx, p, sub, want, cur, func(evs []*event) { sub.push(evs, false) }); err != nil {
 			return nil
 		}
 	}

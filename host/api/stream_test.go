@@ -686,3 +686,61 @@ func follow(b *bundle, tok string, n int, reconnect bool, ready func()) ([]strin
 }
 
 var errReconnect = errors.New("reconnect")
+
+// The stream selects as the listings do: the engine's bookkeeping left out
+// unless include=bookkeeping, exclude_type= and the field filters honoured,
+// live and on a resume alike; a bad parameter is refused before the stream
+// opens. Subscribers of one principal share a group, each with its own
+// selection.
+func TestStreamSelects(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok := b.token(t, "acme", "alice")
+	alice := ledger.User("acme", "alice")
+	add := func(entityType, name, status string) {
+		b.appendAs(t, alice, span.Span{EntityType: entityType, Who: "alice", This: entityType, Name: name, Status: status, Visibility: "tenant"})
+	}
+	queries := map[string]string{
+		"":                               "default",
+		"?include=bookkeeping":           "all",
+		"?exclude_type=metric,x":         "no metrics",
+		"?entity_type=policy_cursor":     "cursors only",
+		"?entity_type=metric&status=hot": "hot metrics",
+	}
+	want := map[string][]string{
+		"default":      {"n1", "m1", "m2", "n2"},
+		"all":          {"n1", "c1", "m1", "q1", "m2", "n2"},
+		"no metrics":   {"n1", "n2"},
+		"cursors only": {"c1"},
+		"hot metrics":  {"m2"},
+	}
+	streams := map[string]*sseClient{}
+	starts := map[string]string{}
+	for q, name := range queries {
+		streams[name] = b.subscribe(t, tok, nil, q)
+		starts[name] = streams[name].start(t)
+	}
+	add("note", "n1", "")
+	add("policy_cursor", "c1", "")
+	add("metric", "m1", "cold")
+	add("quota_counter", "q1", "")
+	add("metric", "m2", "hot")
+	add("note", "n2", "")
+	for q, name := range queries {
+		got, _ := streams[name].names(t, len(want[name]))
+		require.Equal(t, want[name], got, "live %q", q)
+		streams[name].quiet(t, 200*time.Millisecond)
+		streams[name].cancel()
+		// A resume from the opening position selects the same.
+		c := b.subscribe(t, tok, map[string]string{"Last-Event-ID": starts[name]}, q)
+		got, _ = c.names(t, len(want[name]))
+		require.Equal(t, want[name], got, "resumed %q", q)
+		c.quiet(t, 200*time.Millisecond)
+		c.cancel()
+	}
+	for q, field := range map[string]string{"?include=all": "include", "?visibility=secret": "visibility", "?since=yesterday": "since"} {
+		r := b.do(t, http.MethodGet, "/api/timeline/stream"+q, tok, nil, nil)
+		require.Equal(t, http.StatusBadRequest, r.status, q)
+		require.Equal(t, field, r.problem(t).Field, q)
+	}
+}

@@ -128,6 +128,35 @@ func (l *Ledger) Query(ctx context.Context, p Principal, f Filter) (Page, error)
 	return page, nil
 }
 
+// Match reports whether s passes f's selection — the fields sql turns
+// into conditions, paging aside — for a consumer that filters rows it
+// already read (the stream reads once per principal and filters per
+// subscriber). Keep it in step with sql.
+func (f Filter) Match(s *span.Span) bool {
+	visibility := s.Visibility
+	if visibility == "" {
+		visibility = span.DefaultVisibility
+	}
+	for _, c := range []struct{ want, got string }{
+		{f.EntityType, s.EntityType}, {f.Status, s.Status}, {f.Tenant, s.TenantID},
+		{f.TraceID, s.TraceID}, {f.Visibility, visibility}, {f.ParentID, s.ParentID},
+	} {
+		if c.want != "" && c.want != c.got {
+			return false
+		}
+	}
+	if slices.Contains(f.ExcludeTypes, s.EntityType) {
+		return false
+	}
+	if !f.Since.IsZero() {
+		at, err := span.ParseTime(s.At)
+		if err != nil || at.Before(f.Since) {
+			return false
+		}
+	}
+	return true
+}
+
 func (f Filter) sql() (string, []any, error) {
 	limit := f.Limit
 	switch {
