@@ -1,14 +1,16 @@
 SHELL := /bin/bash
 # LogLine. On a fresh machine: `make run` (a private dev server) and
 # `make test` (everything). Needs Go and PostgreSQL server binaries
-# (Debian: apt-get install postgresql); nothing else.
+# (Debian: apt-get install postgresql); the browser tests use Debian's
+# chromium (installed by `make test` where it may) and skip, saying so,
+# without it.
 
 GO       ?= go
 GOFLAGS  ?=
 PKGS     ?= ./...
 TESTTIME ?= 30m
 
-.PHONY: run test check bench lint build pg seeds quickjs
+.PHONY: run test check bench lint build pg browser seeds quickjs
 
 ## run: private PostgreSQL under .logline/, migrate, and serve (logline dev);
 ## ADDR=HOST:PORT is its --addr (default $LOGLINE_ADDR, else :8080)
@@ -16,7 +18,7 @@ run: pg build
 	bin/logline dev $(if $(ADDR),--addr '$(ADDR)')
 
 ## test: every test, against private PostgreSQL servers the tests start
-test: pg
+test: pg browser
 	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TESTTIME) $(PKGS)
 
 ## check: the edit loop — lint, then the packages that test fast (the span
@@ -53,3 +55,8 @@ build:
 # when missing and we may (root).
 pg:
 	@tools/ensure-postgres
+
+# browser: Chromium for the browser tests (tools/ensure-chromium installs
+# Debian's package when missing and we may); without it they skip.
+browser:
+	@tools/ensure-chromium || echo "no Chromium: the browser tests will skip" >&2
