@@ -93,7 +93,7 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 		status := c.Response().Status
 		took := time.Since(start)
 		s.m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-		if route != "/api/timeline/stream" {
+		if route != "/api/timeline/stream" && route != "/ssr/timeline/stream" {
 			s.m.duration.WithLabelValues(route, method).Observe(took.Seconds())
 		}
 		// The request log: the route template, never the raw path or
@@ -122,7 +122,7 @@ func (s *Server) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func isRoute(path string) bool {
-	for _, o := range routes {
+	for _, o := range append(routes, ssrRoutes...) {
 		if o.path == path {
 			return true
 		}

@@ -121,6 +121,10 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		_ = c.NoContent(p.Status)
 		return
 	}
+	if isSSRPath(c.Request().URL.Path) {
+		s.ssrProblem(c, p) // htmx swaps HTML
+		return
+	}
 	writeJSON(c, p.Status, "application/problem+json", p)
 }
 

@@ -158,6 +158,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.register(e); err != nil {
 		return nil, err
 	}
+	if err := s.registerSSR(e); err != nil { // the HTML adapter, outside the API's table (ssr.go)
+		return nil, err
+	}
 	s.e = e
 	return s, nil
 }

@@ -111,7 +111,13 @@ func (s *subscriber) arm(rc *http.ResponseController, timeout time.Duration) boo
 	return true
 }
 
-func (s *Server) stream(c echo.Context) error {
+func (s *Server) stream(c echo.Context) error { return s.streamAs(c, nil) }
+
+// streamAs serves a stream whose events render writes (nil: ev.wire, the
+// span as JSON). render sees every event the client selected; an empty
+// result sends nothing for it. Buffer accounting stays in ev.wire's bytes,
+// a measure shared by every subscriber of the group.
+func (s *Server) streamAs(c echo.Context, render func(*event) []byte) error {
 	p := principal(c)
 	ctx := c.Request().Context()
 	want, err := selection(c)
@@ -157,7 +163,11 @@ func (s *Server) stream(c echo.Context) error {
 			return http.ErrHandlerTimeout
 		}
 		for _, ev := range evs {
-			if _, err := bw.Write(ev.wire); err != nil {
+			b := ev.wire
+			if render != nil {
+				b = render(ev)
+			}
+			if _, err := bw.Write(b); err != nil {
 				return err
 			}
 			if queued {
