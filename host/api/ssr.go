@@ -415,9 +415,11 @@ func (s *Server) serveExample(c echo.Context, name string) error {
 	return c.Blob(http.StatusOK, ct, b)
 }
 
+// shortID is an id's last 8 characters: ids are UUIDv7, whose leading
+// characters are the time, the same for spans appended together.
 func shortID(id string) string {
 	if len(id) > 8 {
-		return id[:8]
+		return id[len(id)-8:]
 	}
 	return id
 }
@@ -435,7 +437,7 @@ func label(sp *span.Span) string {
 // line (an SSE event carries it).
 var ssrTemplates = template.Must(template.New("ssr").Funcs(template.FuncMap{"short": shortID, "label": label}).Parse(`
 {{- define "row" -}}
-<tr class="span-row" data-cursor="{{.Cursor}}" data-id="{{.S.ID}}"><td><time datetime="{{.S.At}}">{{.S.At}}</time></td><td>{{.S.EntityType}}</td><td>{{label .S}}</td><td>{{.S.Status}}</td><td>{{.S.Who}}</td><td><a href="/ssr/spans/{{.S.ID}}" hx-get="/ssr/spans/{{.S.ID}}" hx-target="#span-panel" title="{{.S.ID}}">{{short .S.ID}}</a></td></tr>
+<tr class="span-row" data-cursor="{{.Cursor}}" data-id="{{.S.ID}}"><td><time datetime="{{.S.At}}">{{.S.At}}</time></td><td>{{.S.EntityType}}</td><td>{{label .S}}</td><td>{{.S.Status}}</td><td>{{.S.Who}}</td><td><a href="/ssr/spans/{{.S.ID}}" hx-get="/ssr/spans/{{.S.ID}}" hx-target="#span-panel" hx-swap="innerHTML" title="{{.S.ID}}">{{short .S.ID}}</a></td></tr>
 {{- end -}}
 
 {{- define "more" -}}

@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/logline/logline/host/browsertest"
 	"github.com/logline/logline/host/ledger"
 )
 
@@ -52,7 +54,7 @@ func TestSSRFragmentsEscape(t *testing.T) {
 	require.NotContains(t, body, "<script")
 	require.Contains(t, body, "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;")
 	require.Contains(t, body, `hx-get="/ssr/spans/`+stored.ID+`"`)
-	require.Contains(t, body, `>`+stored.ID[:8]+`</a>`)
+	require.Contains(t, body, `>`+stored.ID[len(stored.ID)-8:]+`</a>`, "the short id is the random end of a UUIDv7")
 	require.Regexp(t, `^\d+\.\d+$`, r.header.Get("Logline-Cursor"))
 
 	r = b.do(t, http.MethodGet, "/ssr/spans/"+stored.ID, tok, nil, nil)
@@ -404,4 +406,84 @@ func TestVendoredHTMX(t *testing.T) {
 	htmx, err := fs.ReadFile(examplesFS, "examples/vendor/htmx.min.js")
 	require.NoError(t, err)
 	require.Contains(t, string(htmx), `version:"2.0.`)
+}
+
+// waitJS polls js in the page until it is true (a loaded machine may take a
+// while to swap or to stream; the tab's context bounds it).
+func waitJS(t *testing.T, ctx context.Context, what, js string) {
+	t.Helper()
+	for {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+		require.NoError(t, err, "waiting for %s", what)
+		if ok {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// The example page in Chromium: sign in through the form, the rows load,
+// a span appended through the ledger appears live over SSE, and choosing
+// its id shows the span fragment — under the page's CSP, with no
+// violation.
+func TestSSRExamplePageInChromium(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	alice := ledger.User("acme", "alice")
+	b.appendAs(t, alice, note("listed <first>", "tenant"))
+	ctx := browsertest.New(t, 3*time.Minute)
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(b.url+"/examples/htmx")))
+	// Collect CSP violations from now on (the page's own scripts ran;
+	// everything htmx swaps in comes after).
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.cspViolations = [];
+		document.addEventListener("securitypolicyviolation", (e) => cspViolations.push(e.violatedDirective + " " + e.blockedURI)); true`))
+	require.NoError(t, err)
+	waitJS(t, ctx, "htmx and its SSE extension", `typeof htmx === "object" && htmx.version.startsWith("2.0.") && !!document.querySelector("#signin")`)
+
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS("#token"), b.token(t, "acme", "alice")),
+		chromedp.Click(chromedp.CSS("#signin button"))))
+	waitJS(t, ctx, "the listed row", `[...document.querySelectorAll("#rows tr.span-row")].some((r) => r.textContent.includes("listed <first>"))`)
+	waitJS(t, ctx, "the live stream connected", `!!document.querySelector("#live[sse-connect]") && !!htmx.find("#live")`)
+	who, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(".who b.user")))
+	require.NoError(t, err)
+	require.Equal(t, "alice", who)
+	token, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("token").value`))
+	require.NoError(t, err)
+	require.Empty(t, token, "the form forgets the token once signed in")
+	cookie, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.cookie`))
+	require.NoError(t, err)
+	require.NotContains(t, cookie, ssrCookie, "HttpOnly: no script reads the session")
+
+	// Live: a span appended now comes over SSE as a row, once. The stream
+	// may connect a moment after the listing; poll by appending until a
+	// row for one of them shows, so the test does not depend on when.
+	live := b.appendAs(t, alice, note("live <second>", "tenant"))[0]
+	waitJS(t, ctx, "the live row", `!!document.querySelector('#live tr[data-id="`+live.ID+`"]')`)
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-id="`+live.ID+`"]').length`))
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the span is on the page once")
+	text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#live tr[data-id="`+live.ID+`"]`)))
+	require.NoError(t, err)
+	require.Contains(t, text, "live <second>")
+
+	// Choosing its id loads the span fragment into the panel.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#live tr[data-id="`+live.ID+`"] a`))))
+	waitJS(t, ctx, "the span fragment", `!!document.querySelector('#span-panel section.span[data-id="`+live.ID+`"]')`)
+	hint, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#span-panel .hint").length`))
+	require.NoError(t, err)
+	require.Zero(t, hint, "the fragment replaces the panel's content (the live rows' afterbegin is not inherited)")
+	hash, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#span-panel code.curr_hash`)))
+	require.NoError(t, err)
+	require.Equal(t, live.CurrHash, hash)
+	browsertest.Screenshot(t, ctx, "htmx")
+
+	violations, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`cspViolations`))
+	require.NoError(t, err)
+	require.Empty(t, violations, "the page keeps to its CSP")
 }
