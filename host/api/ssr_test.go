@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
@@ -124,6 +125,16 @@ func TestSSRSession(t *testing.T) {
 	require.Equal(t, http.SameSiteStrictMode, ck.SameSite)
 	require.False(t, ck.Secure, "plain HTTP: a Secure cookie would never come back")
 	require.WithinDuration(t, time.Now().Add(time.Hour), ck.Expires, 5*time.Second, "the token's expiry")
+
+	// Under TLS the cookie is Secure (and the page's origin is https).
+	req := httptest.NewRequest(http.MethodPost, "https://logline.example/ssr/session", strings.NewReader(url.Values{"token": {tok}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://logline.example")
+	rec := httptest.NewRecorder()
+	b.srv.e.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusOK, rec.Code, "%s", rec.Body)
+	require.Len(t, rec.Result().Cookies(), 1)
+	require.True(t, rec.Result().Cookies()[0].Secure)
 
 	r = b.do(t, http.MethodGet, "/ssr/timeline", "", cookieHeader(tok), nil)
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
