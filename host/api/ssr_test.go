@@ -472,8 +472,8 @@ func TestSSRExamplePageInChromium(t *testing.T) {
 	require.NotContains(t, cookie, ssrCookie, "HttpOnly: no script reads the session")
 
 	// Live: a span appended now comes over SSE as a row, once. The stream
-	// may connect a moment after the listing; poll by appending until a
-	// row for one of them shows, so the test does not depend on when.
+	// starts from the tail read before the listing, so even a span that
+	// commits before its connection is up comes.
 	live := b.appendAs(t, alice, note("live <second>", "tenant"))[0]
 	waitJS(t, ctx, "the live row", `!!document.querySelector('#live tr[data-id="`+live.ID+`"]')`)
 	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-id="`+live.ID+`"]').length`))
