@@ -10,7 +10,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 TESTTIME ?= 30m
 
-.PHONY: run test check bench lint build pg browser seeds quickjs
+.PHONY: run test check bench lint build pg browser seeds quickjs console
 
 ## run: private PostgreSQL under .logline/, migrate, and serve (logline dev);
 ## ADDR=HOST:PORT is its --addr (default $LOGLINE_ADDR, else :8080)
@@ -45,6 +45,12 @@ seeds:
 ## clang, lld, wasi-libc, and npm once to fetch the source; make test does not)
 quickjs:
 	tools/quickjs/build.sh
+
+## console: rebuild the web console (host/api/console/dist, embedded in the
+## binary) from host/api/console/src with the pinned recipe in tools/console
+## (needs npm once, for the dependencies; make run and make test do not)
+console:
+	cd tools/console && npm ci --no-audit --no-fund && node build.mjs
 
 ## build: the logline binary in ./bin
 build:

@@ -1,0 +1,120 @@
+// The timeline: the newest page of the selection, then every span after it
+// live over the stream (fetch-based SSE with the token in a header, resumed
+// by Last-Event-ID after a drop, so nothing is missed). Rows arrive in
+// bursts: they are queued and drawn once per animation frame, and rows
+// already drawn are never re-rendered.
+import { Component } from "preact";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { client } from "./session.js";
+import { html, ErrorLine, report, time, short } from "./ui.js";
+
+// MAX_ROWS bounds the page's memory: older rows leave the view (the API
+// still has them, and the span view shows any).
+const MAX_ROWS = 5000;
+const FIRST_PAGE = 200;
+
+class Row extends Component {
+  shouldComponentUpdate() {
+    return false; // a span version never changes
+  }
+  render({ item: { cursor, span } }) {
+    return html`<tr data-cursor=${cursor} data-id=${span.id} data-seq=${span.seq}>
+      <td class="mono">${time(span.at)}</td>
+      <td><span class="tag">${span.entity_type}</span></td>
+      <td>${span.name || span.this}</td>
+      <td class=${"status s-" + (span.status || "none")}>${span.status || ""}</td>
+      <td>${span.who}</td>
+      <td class="mono"><a href=${"#/span/" + span.id}>${short(span.id)}</a>${span.seq ? html` <small>seq ${span.seq}</small>` : ""}</td>
+    </tr>`;
+  }
+}
+
+function query(f) {
+  const q = {};
+  for (const k of ["entity_type", "status", "trace_id"]) if (f[k]) q[k] = f[k];
+  if (f.bookkeeping) q.include = "bookkeeping";
+  return q;
+}
+
+export function Timeline() {
+  const [filter, setFilter] = useState({ entity_type: "", status: "", trace_id: "", bookkeeping: false });
+  const [draft, setDraft] = useState(filter);
+  const [rows, setRows] = useState([]);
+  const [received, setReceived] = useState(0);
+  const [state, setState] = useState("loading");
+  const [err, setErr] = useState("");
+  const rowsRef = useRef([]);
+
+  useEffect(() => {
+    let pending = [];
+    let frame = 0;
+    let sub = null;
+    let gone = false;
+    const q = query(filter);
+    const flush = () => {
+      frame = 0;
+      if (!pending.length) return;
+      const next = pending.reverse().concat(rowsRef.current);
+      pending = [];
+      if (next.length > MAX_ROWS) next.length = MAX_ROWS;
+      rowsRef.current = next;
+      setRows(next);
+    };
+    setErr("");
+    setState("loading");
+    (async () => {
+      try {
+        const page = client.unwrap(await client.api.GET("/api/timeline", { params: { query: { ...q, limit: FIRST_PAGE } } }));
+        if (gone) return;
+        rowsRef.current = page.items;
+        setRows(page.items);
+        setReceived(0);
+        sub = client.stream({
+          query: q,
+          lastEventId: page.items[0]?.cursor,
+          onSpan(span, cursor) {
+            pending.push({ span, cursor });
+            setReceived((n) => n + 1);
+            if (!frame) frame = requestAnimationFrame(flush);
+          },
+          onState(s, e) {
+            setState(s);
+            if (s === "closed" && e) report(setErr)(e);
+          },
+        });
+      } catch (x) {
+        if (!gone) {
+          setState("closed");
+          report(setErr)(x);
+        }
+      }
+    })();
+    return () => {
+      gone = true;
+      sub?.close();
+      if (frame) cancelAnimationFrame(frame);
+    };
+  }, [filter]);
+
+  const field = (k, label, ph) => html`<label>${label}
+    <input name=${k} id=${"filter-" + k} value=${draft[k]} placeholder=${ph} onInput=${(e) => setDraft({ ...draft, [k]: e.target.value.trim() })} /></label>`;
+  return html`<section class="timeline">
+    <form class="filters" id="timeline-filters" onSubmit=${(e) => { e.preventDefault(); setFilter({ ...draft }); }}>
+      ${field("entity_type", "Entity type", "any")}
+      ${field("status", "Status", "any")}
+      ${field("trace_id", "Trace", "any")}
+      <label class="check"><input type="checkbox" id="filter-bookkeeping" checked=${draft.bookkeeping}
+        onChange=${(e) => setDraft({ ...draft, bookkeeping: e.target.checked })} /> engine bookkeeping</label>
+      <button type="submit">Apply</button>
+      <span class=${"live " + state} id="stream-state" title="the stream's connection">${state === "open" ? "live" : state}</span>
+    </form>
+    <${ErrorLine} text=${err} />
+    <p class="count" id="timeline-count" data-received=${received} data-rows=${rows.length}>
+      ${rows.length} span versions shown${received ? `, ${received} arrived live` : ""}${rows.length >= MAX_ROWS ? ` (the newest ${MAX_ROWS})` : ""}</p>
+    <table class="spans" id="timeline">
+      <thead><tr><th>At</th><th>Type</th><th>Name</th><th>Status</th><th>Who</th><th>Id</th></tr></thead>
+      <tbody>${rows.map((it) => html`<${Row} key=${it.cursor} item=${it} />`)}</tbody>
+    </table>
+    ${rows.length === 0 && state !== "loading" ? html`<p class="empty">Nothing yet: spans appear here as they are appended.</p>` : ""}
+  </section>`;
+}
