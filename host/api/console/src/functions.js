@@ -54,23 +54,21 @@ function Editor({ onPublished }) {
   const [syntax, setSyntax] = useState(null);
   const [err, setErr] = useState("");
   const [done, setDone] = useState(null);
-  const checker = useRef(null);
-  // acorn is loaded with the editor, not with the first page.
+  const [checker, setChecker] = useState(null);
+  // acorn is loaded with the editor, not with the first page; whatever
+  // was typed meanwhile is checked once it is there.
   useEffect(() => {
-    import("./jscheck.js").then((m) => {
-      checker.current = m.check;
-      setSyntax(m.check(kind, src));
-    });
+    import("./jscheck.js").then((m) => setChecker(() => m.check));
   }, []);
   useEffect(() => {
-    if (checker.current) setSyntax(checker.current(kind, src));
-  }, [kind, src]);
+    if (checker) setSyntax(checker(kind, src));
+  }, [checker, kind, src]);
   const publish = async (e) => {
     e.preventDefault();
     setErr("");
     setDone(null);
     if (!name.trim()) return setErr("name is required");
-    const problem = checker.current ? checker.current(kind, src) : null;
+    const problem = checker ? checker(kind, src) : null;
     if (problem) return setSyntax(problem);
     try {
       const s = client.unwrap(await client.api.POST("/api/spans", { body: {
@@ -93,8 +91,8 @@ function Editor({ onPublished }) {
       </select></label>
     </div>
     <textarea id="fn-code" rows="12" spellcheck="false" value=${src} onInput=${(e) => setSrc(e.target.value)}></textarea>
-    <p id="syntax" class=${syntax ? "error" : "ok"}>${syntax ? `line ${syntax.line}, column ${syntax.column}: ${syntax.message}` : "no syntax errors"}</p>
-    <button type="submit" id="publish" disabled=${!!syntax}>Publish</button>
+    <p id="syntax" class=${syntax ? "error" : "ok"}>${!checker ? "checking…" : syntax ? `line ${syntax.line}, column ${syntax.column}: ${syntax.message}` : "no syntax errors"}</p>
+    <button type="submit" id="publish" disabled=${!checker || !!syntax}>Publish</button>
     <${ErrorLine} text=${err} />
     ${done && html`<p class="ok" id="published">published ${done.name} as <a href=${"#/span/" + done.id} class="mono">${done.id}</a> seq ${done.seq}</p>`}
   </form>`;

@@ -41,60 +41,84 @@ export function Timeline() {
   const [draft, setDraft] = useState(filter);
   const [rows, setRows] = useState([]);
   const [received, setReceived] = useState(0);
-  const [state, setState] = useState("loading");
+  // The connection's state, of the subscription of the current filter
+  // only: a stale "live" of the previous one never shows.
+  const [conn, setConn] = useState({ key: "", state: "loading" });
+  const key = JSON.stringify(query(filter));
+  const state = conn.key === key ? conn.state : "loading";
   const [err, setErr] = useState("");
   const rowsRef = useRef([]);
 
   useEffect(() => {
     let pending = [];
     let frame = 0;
-    let sub = null;
     let gone = false;
+    let listed = false;
+    let early = []; // what the stream sent before the first page arrived
+    const seen = new Set(); // cursors shown: a span is never shown twice
     const q = query(filter);
     const flush = () => {
       frame = 0;
-      if (!pending.length) return;
-      const next = pending.reverse().concat(rowsRef.current);
+      const fresh = pending.filter((it) => !seen.has(it.cursor));
       pending = [];
-      if (next.length > MAX_ROWS) next.length = MAX_ROWS;
+      if (!fresh.length) return;
+      for (const it of fresh) seen.add(it.cursor);
+      const next = fresh.reverse().concat(rowsRef.current);
+      if (next.length > MAX_ROWS) {
+        for (const it of next.splice(MAX_ROWS)) seen.delete(it.cursor);
+      }
       rowsRef.current = next;
       setRows(next);
     };
-    setErr("");
-    setState("loading");
-    (async () => {
+    // The stream opens first: once it answers, its start position is
+    // fixed, so the page listed afterwards holds everything before it and
+    // the stream everything after — nothing falls between the two.
+    const firstPage = async () => {
       try {
         const page = client.unwrap(await client.api.GET("/api/timeline", { params: { query: { ...q, limit: FIRST_PAGE } } }));
         if (gone) return;
+        for (const it of page.items) seen.add(it.cursor);
         rowsRef.current = page.items;
         setRows(page.items);
-        setReceived(0);
-        sub = client.stream({
-          query: q,
-          lastEventId: page.items[0]?.cursor,
-          onSpan(span, cursor) {
-            pending.push({ span, cursor });
-            setReceived((n) => n + 1);
-            if (!frame) frame = requestAnimationFrame(flush);
-          },
-          onState(s, e) {
-            setState(s);
-            if (s === "closed" && e) report(setErr)(e);
-          },
-        });
+        listed = true;
+        pending = early;
+        early = [];
+        flush();
       } catch (x) {
-        if (!gone) {
-          setState("closed");
-          report(setErr)(x);
-        }
+        if (!gone) report(setErr)(x);
       }
-    })();
+    };
+    setErr("");
+    rowsRef.current = [];
+    setRows([]);
+    setReceived(0);
+    const sub = client.stream({
+      query: q,
+      onSpan(span, cursor) {
+        setReceived((n) => n + 1);
+        if (!listed) {
+          early.push({ span, cursor });
+          return;
+        }
+        pending.push({ span, cursor });
+        if (!frame) frame = requestAnimationFrame(flush);
+      },
+      onState(s, e) {
+        if (gone) return;
+        setConn({ key, state: s });
+        if (s === "open" && !listed && !firstPage.started) {
+          firstPage.started = true;
+          firstPage();
+        }
+        if (s === "closed" && e) report(setErr)(e);
+      },
+    });
     return () => {
       gone = true;
-      sub?.close();
+      sub.close();
       if (frame) cancelAnimationFrame(frame);
     };
-  }, [filter]);
+  }, [key]);
 
   const field = (k, label, ph) => html`<label>${label}
     <input name=${k} id=${"filter-" + k} value=${draft[k]} placeholder=${ph} onInput=${(e) => setDraft({ ...draft, [k]: e.target.value.trim() })} /></label>`;
