@@ -255,22 +255,22 @@ func TestConsole(t *testing.T) {
 		b.do(chromedp.Navigate(base + "/#/timeline"))
 		b.waitFor("the stream connected", `(document.querySelector("#stream-state") || {}).innerText === "live"`, time.Minute)
 		s := d.post(t, d.info.Token, `{"entity_type":"note","who":"alice","this":"note","name":"live-one","visibility":"tenant"}`)
-		took := b.waitFor("the appended span in the timeline", fmt.Sprintf(`document.querySelector('#timeline tr[data-id=%q]')`, s.ID), 10*time.Second)
+		took := b.waitFor("the appended span in the timeline", fmt.Sprintf(`document.querySelector('#timeline-body > .row[data-id=%q]')`, s.ID), 10*time.Second)
 		t.Logf("append → timeline row: %s", took)
 		require.Less(t, took, time.Second, "a span appended through the API appears within a second")
 		// The engine's bookkeeping is hidden unless asked for.
-		require.Zero(t, eval[int](b, `[...document.querySelectorAll("#timeline .tag")].filter(e => /_cursor$|quota_counter/.test(e.innerText)).length`))
+		require.Zero(t, eval[int](b, `[...document.querySelectorAll("#timeline-body .tag")].filter(e => /_cursor$|quota_counter/.test(e.innerText)).length`))
 		b.click("#filter-bookkeeping")
 		b.click(`#timeline-filters button[type=submit]`)
-		b.waitFor("bookkeeping shown", `[...document.querySelectorAll("#timeline .tag")].some(e => /_cursor$/.test(e.innerText))`, 30*time.Second)
+		b.waitFor("bookkeeping shown", `[...document.querySelectorAll("#timeline-body .tag")].some(e => /_cursor$/.test(e.innerText))`, 30*time.Second)
 		b.click("#filter-bookkeeping")
 		b.input("#filter-entity_type", "note")
 		b.click(`#timeline-filters button[type=submit]`)
-		b.waitFor("only notes", `document.querySelectorAll("#timeline tbody tr").length > 0 && [...document.querySelectorAll("#timeline .tag")].every(e => e.innerText === "note")`, 30*time.Second)
+		b.waitFor("only notes", `document.querySelectorAll("#timeline-body > .row").length > 0 && [...document.querySelectorAll("#timeline-body .tag")].every(e => e.innerText === "note")`, 30*time.Second)
 		b.shot("timeline")
 
 		// Click through to the span: its versions, proofs, verify.
-		b.click(fmt.Sprintf(`#timeline tr[data-id=%q] a`, s.ID))
+		b.click(fmt.Sprintf(`#timeline-body > .row[data-id=%q] a`, s.ID))
 		b.waitFor("the span view", `document.querySelector("#span-view article.version")`, 30*time.Second)
 		require.Contains(t, b.text("#span-view"), s.CurrHash)
 		b.click("#verify")
@@ -291,7 +291,7 @@ func TestConsole(t *testing.T) {
 			ids = append(ids, d.post(t, d.info.Token, `{"entity_type":"drop-test","who":"alice","this":"x","name":"`+name+`"}`).ID)
 		}
 		add("before")
-		pt.waitFor("the first span", fmt.Sprintf(`document.querySelector('#timeline tr[data-id=%q]')`, ids[0]), 10*time.Second)
+		pt.waitFor("the first span", fmt.Sprintf(`document.querySelector('#timeline-body > .row[data-id=%q]')`, ids[0]), 10*time.Second)
 		p.cut(1500 * time.Millisecond)
 		for i := range 5 {
 			add(fmt.Sprintf("during-%d", i))
@@ -301,9 +301,9 @@ func TestConsole(t *testing.T) {
 			add(fmt.Sprintf("after-%d", i))
 		}
 		pt.waitFor("reconnected", `(document.querySelector("#stream-state") || {}).innerText === "live"`, 30*time.Second)
-		pt.waitFor("every span", fmt.Sprintf(`document.querySelectorAll("#timeline tbody tr").length >= %d`, len(ids)), 30*time.Second)
+		pt.waitFor("every span", fmt.Sprintf(`document.querySelectorAll("#timeline-body > .row").length >= %d`, len(ids)), 30*time.Second)
 		// Exactly these, each once, newest first.
-		got := eval[[]string](pt, `[...document.querySelectorAll("#timeline tbody tr")].map(r => r.dataset.id)`)
+		got := eval[[]string](pt, `[...document.querySelectorAll("#timeline-body > .row")].map(r => r.dataset.id)`)
 		want := make([]string, len(ids))
 		for i, id := range ids {
 			want[len(ids)-1-i] = id
@@ -416,9 +416,9 @@ func TestConsole(t *testing.T) {
 const firstPaintScript = `(() => {
   window.__rows = [];
   const seen = () => {
-    const tb = document.querySelector("#timeline tbody");
+    const tb = document.querySelector("#timeline-body");
     if (!tb) return;
-    if (tb.rows.length && window.__firstPaint === undefined) window.__firstPaint = performance.now();
+    if (tb.children.length && window.__firstPaint === undefined) window.__firstPaint = performance.now();
     if (window.__rowObserver) return;
     window.__rowObserver = new MutationObserver((ms) => {
       for (const m of ms) for (const n of m.addedNodes) if (n.dataset && n.dataset.cursor) window.__rows.push(n.dataset.cursor);

@@ -14,15 +14,15 @@ export function Executions() {
       .then((r) => setItems(client.unwrap(r).items))
       .catch(report(setErr));
     client.api.GET("/api/metrics/hourly", { params: { query: { hours: 48 } } })
-      .then((r) => setHours(client.unwrap(r).hours))
+      .then((r) => setHours(client.unwrap(r)))
       .catch(report(setErr));
   }, []);
   useEffect(() => {
-    if (!hours || !charts.current) return;
+    if (!hours || !hours.hours.length || !charts.current) return;
     let undo = null;
     let gone = false;
     import("./charts.js").then((m) => {
-      if (!gone) undo = m.draw(charts.current, hours);
+      if (!gone) undo = m.draw(charts.current, hours.since, hours.hours);
     });
     return () => {
       gone = true;
@@ -32,7 +32,8 @@ export function Executions() {
   return html`<section class="executions">
     <h2>Executions</h2>
     <${ErrorLine} text=${err} />
-    <div id="charts" class="charts" ref=${charts} data-hours=${hours?.length ?? ""}>${hours && hours.length === 0 ? html`<p class="empty">No executions in the last 48 hours.</p>` : ""}</div>
+    ${hours && hours.hours.length === 0 && html`<p class="empty">No executions in the last 48 hours.</p>`}
+    <div id="charts" class="charts" ref=${charts} data-hours=${hours?.hours.length ?? ""}></div>
     <table class="spans" id="executions">
       <thead><tr><th>At</th><th>Status</th><th>Function</th><th>Duration</th><th>Fuel</th><th>Error</th><th>Id</th></tr></thead>
       <tbody>${(items || []).map(({ cursor, span: s }) => html`<tr key=${cursor} data-id=${s.id}>
