@@ -10,7 +10,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 TESTTIME ?= 30m
 
-.PHONY: run test check bench lint build pg browser seeds quickjs console
+.PHONY: run test check bench lint build pg browser seeds quickjs console client
 
 ## run: private PostgreSQL under .logline/, migrate, and serve (logline dev);
 ## ADDR=HOST:PORT is its --addr (default $LOGLINE_ADDR, else :8080)
@@ -40,6 +40,14 @@ lint:
 ## seeds: regenerate seeds/*.ndjson from guests/ and seeds/prompts.json
 seeds:
 	$(GO) run ./tools/seedgen
+
+## client: regenerate host/api/client/openapi.json (the OpenAPI document the
+## server serves) and, with npm, the TypeScript client's src/schema.d.ts
+client:
+	$(GO) run ./tools/openapi
+	@if command -v npm >/dev/null; then \
+		cd host/api/client && npm ci --no-audit --no-fund && npm run gen; \
+	else echo "no npm: host/api/client/src/schema.d.ts is not regenerated" >&2; fi
 
 ## quickjs: rebuild guests/quickjs/quickjs.wasm from its pinned recipe (needs
 ## clang, lld, wasi-libc, and npm once to fetch the source; make test does not)

@@ -75,6 +75,12 @@ func openAPIPath(p string) string {
 	return strings.Join(parts, "/")
 }
 
+// OpenAPIDocument is the OpenAPI 3.1 document of the API: the very bytes
+// GET /api/openapi.json serves. tools/openapi writes it to
+// host/api/client/openapi.json, from which the TypeScript client's types
+// are generated.
+func OpenAPIDocument() ([]byte, error) { return document(routes) }
+
 // document builds the OpenAPI 3.1 document of ops.
 func document(ops []op) ([]byte, error) {
 	paths := schema{}

@@ -138,7 +138,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.auth = newAuthenticator(cfg.Key, stage0.New(cfg.Ledger, nil, nil), cfg.Now, cfg.Logger)
 	s.hub = newHub(cfg.Ledger, s.m, cfg.Logger)
-	doc, err := document(routes)
+	doc, err := OpenAPIDocument()
 	if err != nil {
 		return nil, fmt.Errorf("api: building the OpenAPI document: %w", err)
 	}
