@@ -24,6 +24,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/manifest": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The manifest
+         * @description The latest version of the manifest (the kernels the host may boot, its keys, limits and policies), when the principal may read it.
+         */
+        get: operations["getManifest"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/metrics": {
         parameters: {
             query?: never;
@@ -44,6 +64,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/metrics/hourly": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Execution metrics per hour
+         * @description Per UTC hour, oldest first, of the principal's tenant's executions the principal may read: counts by status, duration percentiles, fuel percentiles and total (metadata.fuel_used). Hours without executions are left out.
+         */
+        get: operations["metricsHourly"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/openapi.json": {
         parameters: {
             query?: never;
@@ -53,6 +93,26 @@ export interface paths {
         };
         /** This document */
         get: operations["openapi"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/prompts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The prompt families of the principal's tenant
+         * @description Every family (at most 500, by name) that has a live prompt_variant serving the principal's tenant and visible to the principal (its own and the operator's stock), with how many.
+         */
+        get: operations["listPromptFamilies"];
         put?: never;
         post?: never;
         delete?: never;
@@ -95,6 +155,26 @@ export interface paths {
         get: operations["getPromptFamily"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/signin": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Trade a sign-in link's code for its token
+         * @description `logline dev` prints a console link carrying a one-time code in its fragment (/#signin=CODE); the console trades it here for the token, once, within 15 minutes. The code is kept in the server's memory only.
+         */
+        post: operations["signin"];
         delete?: never;
         options?: never;
         head?: never;
@@ -162,6 +242,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The server and the engine, as the principal sees them
+         * @description The version, how the stream follows the ledger (listening, polling, down) and, when the process runs an engine, how its loops last ran for the principal's tenant (never another tenant's).
+         */
+        get: operations["status"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/timeline": {
         parameters: {
             query?: never;
@@ -194,6 +294,43 @@ export interface paths {
          * @description Each event is one span the principal may read and the selection keeps (as the listings select: the engine's bookkeeping is left out unless include=bookkeeping): `id` is its cursor, `data` the span as JSON (a default `message` event). Reconnect with Last-Event-ID (or ?cursor=) to resume: nothing is skipped, even a span that commits late. The first message carries the start position as an id. Comments (`: ping`) are heartbeats. A client that falls too far behind is disconnected and may resume from its last id.
          */
         get: operations["streamTimeline"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Verify the ledger, a page at a time
+         * @description Verifies the next page (in commit order, after cursor) of every span the principal may read, the engine's bookkeeping included: each version's hash, signature and link to the previous version. Follow next while more.
+         */
+        get: operations["verifyLedger"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/whoami": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The token's principal */
+        get: operations["whoami"];
         put?: never;
         post?: never;
         delete?: never;
@@ -292,10 +429,45 @@ export interface components {
             detail?: string;
             status: string;
         };
+        HourlyMetrics: {
+            hours: {
+                /** @description Status → executions ("" when none). */
+                counts: {
+                    [key: string]: number;
+                };
+                /** @description Fuel used, all executions of the hour. */
+                fuel: number;
+                fuel_p50: number | null;
+                fuel_p95: number | null;
+                /** Format: date-time */
+                hour: string;
+                p50_ms: number | null;
+                p95_ms: number | null;
+            }[];
+            /**
+             * Format: date-time
+             * @description The first hour of the window.
+             */
+            since: string;
+        };
         Item: {
             /** @description The span's position in commit order; pass it as cursor (or Last-Event-ID) to continue after it. */
             cursor: string;
             span: components["schemas"]["Span"];
+        };
+        LedgerVerifyReport: {
+            checked: number;
+            failures: {
+                id: string;
+                reason: string;
+                seq: number;
+            }[];
+            /** @description The page was full: go on from next. */
+            more: boolean;
+            /** @description The cursor to continue after. */
+            next: string;
+            ok: boolean;
+            signed: number;
         };
         Metrics: {
             counts: {
@@ -905,6 +1077,25 @@ export interface components {
             visibility?: "private" | "tenant" | "public";
             who: string;
         };
+        Status: {
+            abi_version: number;
+            /** @description null: this process runs no engine. Else the loops' latest passes for the principal's tenant. */
+            engine: null | {
+                error: string;
+                failures: number;
+                lane: number;
+                /** Format: date-time */
+                last_pass: string;
+                loop: string;
+                /** @enum {string} */
+                outcome: "ok" | "failed" | "refused";
+                passes: number;
+            }[];
+            /** @enum {string} */
+            notifications: "listening" | "polling" | "down";
+            /** @description The server's version. */
+            version: string;
+        };
         VerifyReport: {
             checked: number;
             failures: {
@@ -1027,6 +1218,62 @@ export interface operations {
             };
         };
     };
+    getManifest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The manifest span. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Span"];
+                };
+            };
+            /** @description A parameter is malformed or unknown (query parameters the operation does not list are refused; a value must be valid UTF-8 without NUL or control characters, within its maxLength); field names it. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or a token that is malformed, expired or signed by an untrusted key. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No manifest visible to the principal. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (details are in the server log). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     metrics: {
         parameters: {
             query?: {
@@ -1046,6 +1293,56 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Metrics"];
+                };
+            };
+            /** @description A parameter is malformed or unknown (query parameters the operation does not list are refused; a value must be valid UTF-8 without NUL or control characters, within its maxLength); field names it. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or a token that is malformed, expired or signed by an untrusted key. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (details are in the server log). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    metricsHourly: {
+        parameters: {
+            query?: {
+                /** @description How many hours back, the current one included. */
+                hours?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The series. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HourlyMetrics"];
                 };
             };
             /** @description A parameter is malformed or unknown (query parameters the operation does not list are refused; a value must be valid UTF-8 without NUL or control characters, within its maxLength); field names it. */
@@ -1097,6 +1394,58 @@ export interface operations {
             };
             /** @description A parameter is malformed or unknown (query parameters the operation does not list are refused; a value must be valid UTF-8 without NUL or control characters, within its maxLength); field names it. */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (details are in the server log). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listPromptFamilies: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The families. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        families: {
+                            family: string;
+                            variants: number;
+                        }[];
+                    };
+                };
+            };
+            /** @description A parameter is malformed or unknown (query parameters the operation does not list are refused; a value must be valid UTF-8 without NUL or control characters, within its maxLength); field names it. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or a token that is malformed, expired or signed by an untrusted key. */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1255,6 +1604,73 @@ export interface operations {
             };
             /** @description No prompt_variant of the family is visible to the principal. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (details are in the server log). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    signin: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description The code of the link. */
+                    code: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The token and its principal. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        tenant: string;
+                        token: string;
+                        user: string;
+                    };
+                };
+            };
+            /** @description Not JSON, an unknown field, or a field given twice; field names it. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The code is unknown, used already or expired (the same answer for each). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description code is missing. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1570,6 +1986,53 @@ export interface operations {
             };
         };
     };
+    status: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The status. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+            /** @description A parameter is malformed or unknown (query parameters the operation does not list are refused; a value must be valid UTF-8 without NUL or control characters, within its maxLength); field names it. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or a token that is malformed, expired or signed by an untrusted key. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (details are in the server log). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     timeline: {
         parameters: {
             query?: {
@@ -1670,6 +2133,108 @@ export interface operations {
                 };
                 content: {
                     "text/event-stream": string;
+                };
+            };
+            /** @description A parameter is malformed or unknown (query parameters the operation does not list are refused; a value must be valid UTF-8 without NUL or control characters, within its maxLength); field names it. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or a token that is malformed, expired or signed by an untrusted key. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (details are in the server log). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    verifyLedger: {
+        parameters: {
+            query?: {
+                /** @description Continue after this cursor (a page's next), in the same order. */
+                cursor?: string;
+                /** @description Spans per page. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The page's report; ok is false when a span fails (failures say which and why). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LedgerVerifyReport"];
+                };
+            };
+            /** @description A parameter is malformed or unknown (query parameters the operation does not list are refused; a value must be valid UTF-8 without NUL or control characters, within its maxLength); field names it. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No token, or a token that is malformed, expired or signed by an untrusted key. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (details are in the server log). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    whoami: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The tenant and user every request with this token acts as. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        tenant: string;
+                        user: string;
+                    };
                 };
             };
             /** @description A parameter is malformed or unknown (query parameters the operation does not list are refused; a value must be valid UTF-8 without NUL or control characters, within its maxLength); field names it. */
