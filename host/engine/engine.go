@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,9 @@ type Engine struct {
 	failMu  sync.Mutex
 	failing map[pass]*failure // passes whose last run failed
 
+	statusMu sync.Mutex
+	status   map[pass]*LoopStatus // each pass's latest outcome, for Status
+
 	m *metrics
 }
 
@@ -141,7 +145,7 @@ func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
 		cfg.Log = slog.Default()
 	}
 	e := &Engine{l: l, h: h, cfg: cfg, log: cfg.Log.With("component", "engine"), loops: map[string]*loop{},
-		sem: make(chan struct{}, cfg.Concurrency), failing: map[pass]*failure{}}
+		sem: make(chan struct{}, cfg.Concurrency), failing: map[pass]*failure{}, status: map[pass]*LoopStatus{}}
 	e.globals.Store(true)
 	e.m = newMetrics(e)
 	for _, name := range []string{Observer, RequestWorker, PolicyAgent, PromptWorker} {
@@ -576,6 +580,7 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 	}
 	if err != nil {
 		sp.SetStatus(codes.Error, err.Error())
+		e.record(key, start, "refused", err.Error())
 		e.m.passes.WithLabelValues(name, "refused").Inc()
 		var r *stage0.Refusal
 		if errors.As(err, &r) {
@@ -586,6 +591,7 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 		return false
 	}
 	if res.Err != nil {
+		e.record(key, start, "failed", res.Err.Code+": "+res.Err.Message)
 		e.m.passes.WithLabelValues(name, "failed").Inc()
 		e.m.duration.WithLabelValues(name).Observe(time.Since(start).Seconds())
 		e.m.fuel.WithLabelValues(name).Add(float64(res.FuelUsed))
@@ -593,6 +599,7 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 		return false
 	}
 	failed = false
+	e.record(key, start, "ok", "")
 	var out passOutput
 	_ = json.Unmarshal(res.Output, &out)
 	e.m.observe(name, time.Since(start), res.FuelUsed, out)
@@ -606,6 +613,56 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 		"executions", out.Ran, "failed", out.Failed, "quota_violations", out.Blocked, "policy_errors", out.PolicyErrors,
 		"took", time.Since(start), "fuel", res.FuelUsed, "host_calls", res.HostCalls, "warm", res.Warm)
 	return out.More
+}
+
+// LoopStatus is how a loop's passes for one tenant last went, as this
+// engine saw them (Status).
+type LoopStatus struct {
+	Loop     string    `json:"loop"`
+	Lane     int       `json:"lane"`
+	Passes   int64     `json:"passes"`    // passes run since the engine started
+	Failures int64     `json:"failures"`  // of which failed or refused
+	LastPass time.Time `json:"last_pass"` // when the latest began
+	Outcome  string    `json:"outcome"`   // the latest's: ok, failed (the kernel's error) or refused (the host would not run it)
+	Error    string    `json:"error"`     // the latest's error, when it had one
+}
+
+// record notes a pass's outcome for Status. The error text is the
+// kernel's or the host's own: a tenant's Status only ever shows its own
+// passes.
+func (e *Engine) record(k pass, start time.Time, outcome, msg string) {
+	e.statusMu.Lock()
+	defer e.statusMu.Unlock()
+	st := e.status[k]
+	if st == nil {
+		st = &LoopStatus{Loop: k.loop, Lane: k.lane}
+		e.status[k] = st
+	}
+	st.Passes++
+	if outcome != "ok" {
+		st.Failures++
+	}
+	st.LastPass, st.Outcome, st.Error = start, outcome, msg
+}
+
+// Status is how this engine's loops last ran for tenant, by loop and lane:
+// only that tenant's passes, so it can be shown to the tenant's users.
+func (e *Engine) Status(tenant string) []LoopStatus {
+	e.statusMu.Lock()
+	out := []LoopStatus{}
+	for k, st := range e.status {
+		if k.tenant == tenant {
+			out = append(out, *st)
+		}
+	}
+	e.statusMu.Unlock()
+	slices.SortFunc(out, func(a, b LoopStatus) int {
+		if c := strings.Compare(a.Loop, b.Loop); c != 0 {
+			return c
+		}
+		return a.Lane - b.Lane
+	})
+	return out
 }
 
 // waiting reports whether pass k is in its back-off.
