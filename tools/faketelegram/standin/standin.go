@@ -50,17 +50,20 @@ type SendMessage struct {
 	// when absent.
 	ReplyTo int64
 	// Status is the HTTP status the stand-in answered (200, or the
-	// failure's); MessageID the sent message's id when it answered ok.
+	// failure's; 0 for a hang-up); MessageID the sent message's id when it
+	// answered ok.
 	Status    int
 	MessageID int64
 }
 
 // Failure is an error answer: HTTP Status, the same error_code and
 // Description, as the Bot API answers them ("Forbidden: bot was blocked by
-// the user", 403). A Status of 0 is a 500.
+// the user", 403). A Status of 0 is a 500. Hangup answers nothing: the
+// connection is closed, as a proxy or a crash would (the client sees EOF).
 type Failure struct {
 	Status      int
 	Description string
+	Hangup      bool
 }
 
 // Server is the stand-in; make it with New. It is safe for concurrent use.
@@ -236,6 +239,12 @@ func (s *Server) sendMessage(w http.ResponseWriter, p params) {
 	s.mu.Unlock()
 	if hook != nil {
 		if f := hook(call, idx); f != nil {
+			if f.Hangup {
+				s.mu.Lock()
+				s.sent[idx].Status = 0
+				s.mu.Unlock()
+				panic(http.ErrAbortHandler) // net/http closes the connection, answering nothing
+			}
 			st := f.Status
 			if st == 0 {
 				st = http.StatusInternalServerError

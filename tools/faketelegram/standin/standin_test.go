@@ -135,7 +135,13 @@ func TestSendMessage(t *testing.T) {
 	st, a = call(t, "POST", base+"/bot"+token+"/sendMessage", "application/json", `{"chat_id":1,"text":"five"}`)
 	require.Equal(t, 500, st)
 	require.Equal(t, "Internal Server Error", a.Description)
+	// A hang-up: no answer at all.
+	s.Fail(func(standin.SendMessage, int) *standin.Failure { return &standin.Failure{Hangup: true} })
+	_, err := http.Post(base+"/bot"+token+"/sendMessage", "application/json", strings.NewReader(`{"chat_id":1,"text":"x"}`))
+	require.Error(t, err)
 	sent = s.Sent()
+	require.Len(t, sent, 6)
+	require.Equal(t, 0, sent[5].Status)
 	require.Equal(t, 403, sent[3].Status)
 	require.Equal(t, int64(0), sent[3].MessageID)
 	require.Equal(t, 500, sent[4].Status)
