@@ -279,6 +279,7 @@ func componentSchemas() schema {
 		"Health": object(schema{"status": str(""), "detail": str("")}, "status"),
 	}
 	maps.Copy(out, promptSchemas())
+	maps.Copy(out, telegramSchemas())
 	return out
 }
 
