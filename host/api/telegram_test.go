@@ -54,7 +54,9 @@ func telegramBundle(t *testing.T) *bundle {
 	op := ledger.User("logline", "operator")
 	b.appendAs(t, op, span.Span{ID: stage0.ManifestID, EntityType: "manifest", Who: "operator", This: "manifest",
 		Visibility: "public", Metadata: telegramManifest(supportBots())})
-	eventually(t, func() bool { return b.hook(t, "support", tgSecret, `{"update_id":1,"edited_message":{}}`).status == http.StatusOK })
+	eventually(t, func() bool {
+		return b.hook(t, "support", tgSecret, `{"update_id":1,"edited_message":{}}`).status == http.StatusOK
+	})
 	return b
 }
 
@@ -116,11 +118,15 @@ func TestTelegramWebhookRefuses(t *testing.T) {
 	bad := supportBots()
 	delete(bad["support"].(map[string]any), "tenant")
 	manifest(1, bad)
-	eventually(t, func() bool { return b.hook(t, "support", tgSecret, `{"update_id":2}`).status == http.StatusUnauthorized })
+	eventually(t, func() bool {
+		return b.hook(t, "support", tgSecret, `{"update_id":2}`).status == http.StatusUnauthorized
+	})
 	manifest(2, supportBots())
 	eventually(t, func() bool { return b.hook(t, "support", tgSecret, `{"update_id":3}`).status == http.StatusOK })
 	manifest(3, map[string]any{})
-	eventually(t, func() bool { return b.hook(t, "support", tgSecret, `{"update_id":4}`).status == http.StatusUnauthorized })
+	eventually(t, func() bool {
+		return b.hook(t, "support", tgSecret, `{"update_id":4}`).status == http.StatusUnauthorized
+	})
 	require.Equal(t, http.StatusUnauthorized, b.hook(t, "support", tgSecret, textUpdate).status)
 	require.Equal(t, before+3, b.rows(t), "the manifests, and no message")
 }
@@ -182,10 +188,10 @@ func TestTelegramWebhookRecords(t *testing.T) {
 
 	// Other kinds of update, and messages without text: acknowledged.
 	for body, kind := range map[string]string{
-		`{"update_id":5000,"edited_message":{"message_id":1,"text":"x","chat":{"id":1}}}`:   "edited_message",
-		`{"update_id":5001,"callback_query":{"id":"q"}}`:                                    "callback_query",
-		`{"update_id":5002,"message":{"message_id":2,"chat":{"id":1},"photo":[]}}`:          "message without text",
-		`{"update_id":5003}`:                                                                "unknown",
+		`{"update_id":5000,"edited_message":{"message_id":1,"text":"x","chat":{"id":1}}}`: "edited_message",
+		`{"update_id":5001,"callback_query":{"id":"q"}}`:                                  "callback_query",
+		`{"update_id":5002,"message":{"message_id":2,"chat":{"id":1},"photo":[]}}`:        "message without text",
+		`{"update_id":5003}`: "unknown",
 		`{"update_id":5004,"my_chat_member":{},"channel_post":{"message_id":1,"text":"x"}}`: "channel_post",
 	} {
 		r := b.hook(t, "support", tgSecret, body)
