@@ -180,7 +180,10 @@ async function answerMessage(ctx, tenant, msg, bots, cfg, builds) {
     return Object.assign(await finish([...answer.spans, replySpan('error', undefined, err, sent.duration_ms), close(err, meta)], err), { ms });
   }
   const result = body.result || {};
-  const out = { message_id: result.message_id === undefined ? null : result.message_id, date: result.date === undefined ? null : result.date };
+  // Only what a span holds exactly: the append after a send must not fail
+  // on the Bot API's answer (the message would be sent again).
+  const safe = (n) => (Number.isSafeInteger(n) ? n : null);
+  const out = { message_id: safe(result.message_id), date: safe(result.date) };
   return Object.assign(await finish([...answer.spans, replySpan('sent', out, null, sent.duration_ms), close(null, meta)], null), { ms });
 }
 
