@@ -106,6 +106,7 @@ async function answerMessage(ctx, tenant, msg, bots, cfg, builds) {
     trace_id: trace, input: msg.input, error: error || undefined,
     metadata: Object.assign({}, msg.metadata, extra || {}),
   }, base);
+  // Records what happened to the message, with the time spent so far.
   const finish = async (spans, error) => {
     await appendAll(ctx.insertSpan, spans, repairAnswer);
     return { error: error ? error.code : null, ms };
@@ -134,7 +135,7 @@ async function answerMessage(ctx, tenant, msg, bots, cfg, builds) {
   }
   ms += answer.ms || 0;
   const meta = Object.assign({ answered_by: bot.family ? 'prompt' : 'function' }, answer.ref || {});
-  if (answer.error) return Object.assign(await finish([...answer.spans, close(answer.error, meta)], answer.error), { ms });
+  if (answer.error) return finish([...answer.spans, close(answer.error, meta)], answer.error);
   meta.reply_id = replyId; // from here on a reply is recorded, sent or not
   let reply = answer.text;
   const truncated = [...reply].length > TELEGRAM_MAX_TEXT;
@@ -157,7 +158,7 @@ async function answerMessage(ctx, tenant, msg, bots, cfg, builds) {
   const bad = verdicts.findIndex(Boolean);
   if (bad >= 0) {
     const e = telegramError('invalid_output', `the reply could not be recorded, so it was not sent: ${planned[bad].entity_type}: ${verdicts[bad].message}`);
-    return Object.assign(await finish([...answer.spans, close(e, Object.assign({}, meta, { reply_id: undefined }))], e), { ms });
+    return finish([...answer.spans, close(e, Object.assign({}, meta, { reply_id: undefined }))], e);
   }
 
   let sent;
@@ -169,7 +170,7 @@ async function answerMessage(ctx, tenant, msg, bots, cfg, builds) {
     // Not delivered as far as we know (a timeout may have been: the Bot
     // API does not say), and never retried.
     const err = telegramError(e.code === 'timeout' ? 'send_timeout' : 'send_failed', `sendMessage: ${e.reason || e.message}`);
-    return Object.assign(await finish([...answer.spans, replySpan('error', undefined, err, 0), close(err, meta)], err), { ms });
+    return finish([...answer.spans, replySpan('error', undefined, err, 0), close(err, meta)], err);
   }
   ms += Number(sent.duration_ms) || 0;
   let body = null;
@@ -177,14 +178,14 @@ async function answerMessage(ctx, tenant, msg, bots, cfg, builds) {
   if (sent.status < 200 || sent.status >= 300 || !body || body.ok !== true) {
     const desc = body && typeof body.description === 'string' ? body.description : String(sent.body).slice(0, 300);
     const err = telegramError('send_failed', `sendMessage answered HTTP ${sent.status}${body && body.error_code ? ` (error_code ${body.error_code})` : ''}: ${desc}`);
-    return Object.assign(await finish([...answer.spans, replySpan('error', undefined, err, sent.duration_ms), close(err, meta)], err), { ms });
+    return finish([...answer.spans, replySpan('error', undefined, err, sent.duration_ms), close(err, meta)], err);
   }
   const result = body.result || {};
   // Only what a span holds exactly: the append after a send must not fail
   // on the Bot API's answer (the message would be sent again).
   const safe = (n) => (Number.isSafeInteger(n) ? n : null);
   const out = { message_id: safe(result.message_id), date: safe(result.date) };
-  return Object.assign(await finish([...answer.spans, replySpan('sent', out, null, sent.duration_ms), close(null, meta)], null), { ms });
+  return finish([...answer.spans, replySpan('sent', out, null, sent.duration_ms), close(null, meta)], null);
 }
 
 // answerByPrompt runs the bot's family on the message through the prompt
