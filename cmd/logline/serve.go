@@ -161,12 +161,12 @@ server seals and verifies bearer tokens, together with the keys the manifest tru
 }
 
 // checkNodeKey refuses to serve when the manifest names the node key as an
-// authority (stage0.Manifest.CheckAuthority says why); no manifest yet is
-// fine.
+// authority (stage0.Manifest.CheckAuthority says why) or does not check
+// (stage0.Manifest.Check names the field); no manifest yet is fine.
 func checkNodeKey(ctx context.Context, l *ledger.Ledger) error {
 	_, err := stage0.New(l, nil, nil).LoadManifest(ctx)
 	var r *stage0.Refusal
-	if errors.As(err, &r) && r.Code == stage0.CodeNodeKeyIsAuthority {
+	if errors.As(err, &r) && (r.Code == stage0.CodeNodeKeyIsAuthority || r.Code == stage0.CodeInvalidManifest) {
 		return usageError{fmt.Errorf("refusing to start: %s", r.Message)}
 	}
 	return nil

@@ -319,6 +319,7 @@ func componentSchemas() schema {
 		}, "version", "abi_version", "notifications", "engine"),
 	}
 	maps.Copy(out, promptSchemas())
+	maps.Copy(out, telegramSchemas())
 	return out
 }
 

@@ -203,6 +203,33 @@ var routes = []op{
 		handle: (*Server).promptFamily,
 	},
 	{
+		method: http.MethodPost, path: "/api/adapters/telegram/:bot", id: "telegramWebhook", summary: "A Telegram bot's webhook",
+		public: true,
+		description: "The Bot API's webhook for a bot the manifest binds to a tenant (telegram.bots): setWebhook with this URL and " +
+			"secret_token the value of the bot's secret_env. No bearer token: the secret token header authenticates, compared in " +
+			"constant time. A text message is appended as a telegram_message span (status received, visibility private) of the " +
+			"bot's tenant, owned by the bot's user — tenant and user come from the manifest, never from the body — with an id " +
+			"derived from (tenant, bot, update_id), so a redelivered update writes nothing. The engine's telegram_worker answers " +
+			"it through sendMessage; nothing is answered here. Other update kinds are acknowledged and ignored.",
+		params: []param{
+			{name: "bot", in: "path", description: "The bot's name in the manifest's telegram.bots.", schema: schema{"type": "string", "maxLength": 64}},
+			{name: TelegramSecretHeader, in: "header", required: true,
+				description: "The webhook's secret token (setWebhook secret_token), the value of the bot's secret_env.",
+				schema:      schema{"type": "string", "maxLength": maxTelegramSecret}},
+		},
+		body: &media{required: true, types: []string{"application/json"}, schema: ref("TelegramUpdate")},
+		responses: []response{
+			jsonResponse(http.StatusCreated, "Recorded: the telegram_message span's id.", ref("TelegramWebhookResult")),
+			jsonResponse(http.StatusOK, "Recorded before (status duplicate), or not a text message (status ignored): nothing written.", ref("TelegramWebhookResult")),
+			problemResponse(http.StatusBadRequest, "Not a JSON object, a wrong type, or update_id, message.message_id or message.chat missing; field names it."),
+			problemResponse(http.StatusUnauthorized, "No such bot, or a wrong or absent secret token (the same answer for each)."),
+			problemResponse(http.StatusRequestEntityTooLarge, "The body is over "+strconv.Itoa(MaxTelegramBody)+" bytes."),
+			problemResponse(http.StatusUnsupportedMediaType, "Content-Type is not application/json."),
+			problemResponse(http.StatusUnprocessableEntity, "A number beyond 2^53-1, or text the ledger cannot store (\\u0000); field names it."),
+		},
+		handle: (*Server).telegramWebhook,
+	},
+	{
 		method: http.MethodGet, path: "/api/metrics", id: "metrics", summary: "Execution metrics of the principal's tenant",
 		description: "Per UTC day: executions by status, and mean and 95th-percentile duration.",
 		params: []param{{name: "days", in: "query", description: "How many days back, 1 to 366.",

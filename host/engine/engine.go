@@ -1,7 +1,8 @@
 // Package engine runs the kernels that keep the ledger moving — observer
 // (scheduled functions → requests), request_worker (requests → executions),
-// policy_agent (new spans → policy actions) and prompt_worker (prompt runs,
-// scheduled evals and bandit decisions) — for every tenant, on the
+// policy_agent (new spans → policy actions), prompt_worker (prompt runs,
+// scheduled evals and bandit decisions) and telegram_worker (Telegram
+// messages → replies, for the tenants a bot is bound to) — for every tenant, on the
 // manifest's intervals and at once when a NOTIFY says there is work
 // (contract §6).
 //
@@ -49,6 +50,10 @@ const (
 	// PromptWorker runs the prompt system's open runs and schedules
 	// (guests/kernels/prompt_worker.js).
 	PromptWorker = "prompt_worker"
+	// TelegramWorker answers the messages the Telegram webhook appended,
+	// for the tenants the manifest binds a bot to
+	// (guests/kernels/telegram_worker.js).
+	TelegramWorker = "telegram_worker"
 )
 
 // internal are the entity types the kernels write for their own
@@ -61,7 +66,7 @@ var internal = ledger.Bookkeeping
 type Config struct {
 	// Intervals of the loops' sweeps over every tenant with standing work
 	// (notifications wake a tenant's kernel sooner).
-	Observer, Requests, Policies, Prompts time.Duration
+	Observer, Requests, Policies, Prompts, Telegram time.Duration
 	// Concurrency is how many kernel runs the engine has in flight at
 	// once, all loops together (default 4).
 	Concurrency int
@@ -78,6 +83,7 @@ const (
 	DefaultRequests    = 2 * time.Second
 	DefaultPolicies    = 5 * time.Second
 	DefaultPrompts     = 30 * time.Second
+	DefaultTelegram    = 5 * time.Second
 	DefaultConcurrency = 4
 )
 
@@ -148,7 +154,7 @@ func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
 		sem: make(chan struct{}, cfg.Concurrency), failing: map[pass]*failure{}, status: map[pass]*LoopStatus{}}
 	e.globals.Store(true)
 	e.m = newMetrics(e)
-	for _, name := range []string{Observer, RequestWorker, PolicyAgent, PromptWorker} {
+	for _, name := range []string{Observer, RequestWorker, PolicyAgent, PromptWorker, TelegramWorker} {
 		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true}
 	}
 	return e
@@ -270,6 +276,9 @@ func (e *Engine) warm(ctx context.Context) {
 		return // the loops say why
 	}
 	for name := range e.loops {
+		if name == TelegramWorker && len(m.Telegram.Bots) == 0 {
+			continue // no bot bound: the loop never runs, nothing to load
+		}
 		if id := m.Kernels[name]; id != "" && ctx.Err() == nil {
 			if err := e.h.Warm(ctx, id); err != nil && ctx.Err() == nil {
 				e.log.Warn("loading kernel", "kernel", name, "err", err)
@@ -344,6 +353,8 @@ func (e *Engine) route(ctx context.Context, ids []string) error {
 				e.loops[Observer].mark(tenant)
 			case kind == "prompt_request" && status == "scheduled":
 				e.loops[PromptWorker].mark(tenant)
+			case kind == "telegram_message" && status == "received":
+				e.loops[TelegramWorker].mark(tenant) // if a bot is bound to it (serve)
 			}
 			if !seen[tenant] {
 				seen[tenant] = true
@@ -417,6 +428,16 @@ func (e *Engine) serve(ctx context.Context, lp *loop) {
 			}
 			timer.Reset(e.interval(lp.name, m))
 		}
+		if lp.name == TelegramWorker {
+			// Only the tenants a bot is bound to: the webhook writes
+			// nowhere else, and a binding removed stops the answers.
+			bound := m.TelegramTenants()
+			for t := range dirty {
+				if !slices.Contains(bound, t) {
+					delete(dirty, t)
+				}
+			}
+		}
 		lanes := 1
 		if lp.name == RequestWorker {
 			lanes = requestLanes(m)
@@ -464,6 +485,11 @@ func (e *Engine) interval(name string, m *stage0.Manifest) time.Duration {
 		if m != nil {
 			ms = m.Engine.PromptWorkerMs
 		}
+	case TelegramWorker:
+		cfg, def = e.cfg.Telegram, DefaultTelegram
+		if m != nil {
+			ms = m.Engine.TelegramWorkerMs
+		}
 	default:
 		cfg, def = e.cfg.Policies, DefaultPolicies
 		if m != nil {
@@ -491,6 +517,10 @@ func (e *Engine) standing(ctx context.Context, name string, globalPolicies bool)
 		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'request' AND status = 'scheduled'`
 	case name == Observer:
 		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'function' AND status = 'scheduled'`
+	case name == TelegramWorker:
+		// Open messages (migration 008's partial index); serve keeps the
+		// tenants a bot is bound to.
+		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'telegram_message' AND status = 'received'`
 	case name == PromptWorker:
 		// Open prompt requests, and the tenants with prompt families
 		// (their schedules): both partial indexes of migration 006.

@@ -4,6 +4,26 @@
  */
 
 export interface paths {
+    "/api/adapters/telegram/{bot}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A Telegram bot's webhook
+         * @description The Bot API's webhook for a bot the manifest binds to a tenant (telegram.bots): setWebhook with this URL and secret_token the value of the bot's secret_env. No bearer token: the secret token header authenticates, compared in constant time. A text message is appended as a telegram_message span (status received, visibility private) of the bot's tenant, owned by the bot's user — tenant and user come from the manifest, never from the body — with an id derived from (tenant, bot, update_id), so a redelivered update writes nothing. The engine's telegram_worker answers it through sendMessage; nothing is answered here. Other update kinds are acknowledged and ignored.
+         */
+        post: operations["telegramWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/execute": {
         parameters: {
             query?: never;
@@ -1096,6 +1116,41 @@ export interface components {
             /** @description The server's version. */
             version: string;
         };
+        /** @description A Bot API Update (core.telegram.org/bots/api#update). Only message (with text) is recorded; every other kind is acknowledged and ignored; unknown fields are ignored. */
+        TelegramUpdate: {
+            message?: {
+                chat: {
+                    id: number;
+                    type?: string;
+                };
+                date?: number;
+                from?: {
+                    first_name?: string;
+                    id?: number;
+                    is_bot?: boolean;
+                    username?: string;
+                };
+                message_id: number;
+                text?: string;
+            };
+            update_id: number;
+        };
+        TelegramWebhookResult: {
+            /** @description The update's kind (edited_message, callback_query, …, or "message without text"). */
+            ignored?: string;
+            /** @constant */
+            ok: true;
+            /**
+             * Format: uuid
+             * @description The telegram_message span (received, duplicate).
+             */
+            span_id?: string;
+            /**
+             * @description received (201): appended. duplicate (200): this update was recorded before; nothing written. ignored (200): not a text message; nothing written.
+             * @enum {string}
+             */
+            status: "received" | "duplicate" | "ignored";
+        };
         VerifyReport: {
             checked: number;
             failures: {
@@ -1119,6 +1174,99 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    telegramWebhook: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The webhook's secret token (setWebhook secret_token), the value of the bot's secret_env. */
+                "X-Telegram-Bot-Api-Secret-Token": string;
+            };
+            path: {
+                /** @description The bot's name in the manifest's telegram.bots. */
+                bot: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TelegramUpdate"];
+            };
+        };
+        responses: {
+            /** @description Recorded before (status duplicate), or not a text message (status ignored): nothing written. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TelegramWebhookResult"];
+                };
+            };
+            /** @description Recorded: the telegram_message span's id. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TelegramWebhookResult"];
+                };
+            };
+            /** @description Not a JSON object, a wrong type, or update_id, message.message_id or message.chat missing; field names it. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such bot, or a wrong or absent secret token (the same answer for each). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is over 1048576 bytes. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is not application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A number beyond 2^53-1, or text the ledger cannot store (\u0000); field names it. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error (details are in the server log). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     execute: {
         parameters: {
             query?: {
