@@ -10,7 +10,7 @@ GOFLAGS  ?=
 PKGS     ?= ./...
 TESTTIME ?= 30m
 
-.PHONY: run test check bench lint build pg browser seeds quickjs
+.PHONY: run test check bench lint build pg browser seeds quickjs console client
 
 ## run: private PostgreSQL under .logline/, migrate, and serve (logline dev);
 ## ADDR=HOST:PORT is its --addr (default $LOGLINE_ADDR, else :8080)
@@ -41,10 +41,24 @@ lint:
 seeds:
 	$(GO) run ./tools/seedgen
 
+## client: regenerate host/api/client/openapi.json (the OpenAPI document the
+## server serves) and, with npm, the TypeScript client's src/schema.d.ts
+client:
+	$(GO) run ./tools/openapi
+	@if command -v npm >/dev/null; then \
+		cd host/api/client && npm ci --no-audit --no-fund && npm run gen; \
+	else echo "no npm: host/api/client/src/schema.d.ts is not regenerated" >&2; fi
+
 ## quickjs: rebuild guests/quickjs/quickjs.wasm from its pinned recipe (needs
 ## clang, lld, wasi-libc, and npm once to fetch the source; make test does not)
 quickjs:
 	tools/quickjs/build.sh
+
+## console: rebuild the web console (host/api/console/dist, embedded in the
+## binary) from host/api/console/src with the pinned recipe in tools/console
+## (needs npm once, for the dependencies; make run and make test do not)
+console:
+	cd tools/console && npm ci --no-audit --no-fund && node build.mjs
 
 ## build: the logline binary in ./bin
 build:

@@ -223,9 +223,24 @@ type HTTPRequest struct {
 	// provider_secrets) whose value the host sends as
 	// "Authorization: Bearer <value>": the secret never enters the guest.
 	AuthEnv string `json:"auth_env,omitempty"`
+	// AuthIn says where the host puts AuthEnv's value: AuthInHeader (""
+	// is the same) as a bearer token, or AuthInPath in place of the one
+	// AuthPlaceholder in the URL's path (APIs that carry the key in the
+	// path, as Telegram's Bot API does: /bot<token>/sendMessage).
+	AuthIn string `json:"auth_in,omitempty"`
 	// TimeoutMs shortens the call's deadline (it never extends the host's).
 	TimeoutMs int `json:"timeout_ms,omitempty"`
 }
+
+// Where an http call's secret goes (HTTPRequest.AuthIn).
+const (
+	AuthInHeader = "header"
+	AuthInPath   = "path"
+	// AuthPlaceholder marks, with AuthInPath, where the secret goes in the
+	// URL's path; the host substitutes it (path-escaped) after the
+	// allowlist check, and no answer, error or log carries the result.
+	AuthPlaceholder = "{auth}"
+)
 
 // HTTPResponse is the reply, with the body capped.
 type HTTPResponse struct {

@@ -41,6 +41,9 @@ var (
 		{"c0c0c0c0-0000-4000-8000-0e7a00000001", "kernel", "prompt_eval_kernel", "prompt_eval.js", 4_000_000_000, promptLib, evalWall},
 		{"c0c0c0c0-0000-4000-8000-0ba700000001", "kernel", "prompt_bandit_kernel", "prompt_bandit.js", 1_000_000_000, promptLib, 0},
 		{"00000000-0000-4000-8000-000000000006", "kernel", "prompt_worker_kernel", "prompt_worker.js", 4_000_000_000, promptLib, evalWall},
+		// The Telegram adapter's worker: a family bot answers through the
+		// prompt runner, so it carries prompt.js too.
+		{"00000000-0000-4000-8000-000000000007", "kernel", "telegram_worker_kernel", "telegram_worker.js", 1_000_000_000, promptLib, telegramWall},
 	}
 	Policies = []Stock{
 		{"00000000-0000-4000-8000-000000000401", "policy", "slow_exec_policy", "slow_exec.js", 0, nil, 0},
@@ -54,6 +57,9 @@ var (
 	}
 	promptLib = []string{"prompt.js"}
 	evalWall  = 20 * time.Minute
+	// A telegram_worker pass answers up to 16 messages, each a provider
+	// call (up to prompt.timeout_ms) and a send (up to 10 s).
+	telegramWall = 15 * time.Minute
 )
 
 // Generated names the seed files tools/seedgen writes, relative to the

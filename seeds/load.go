@@ -24,6 +24,14 @@ func Load(ctx context.Context, l *ledger.Ledger, p ledger.Principal, key *span.K
 	if err != nil {
 		return 0, 0, err
 	}
+	// A manifest the host would refuse is not appended at all.
+	for _, s := range spans {
+		if s.ID == stage0.ManifestID {
+			if _, err := stage0.ParseManifest(s.Metadata); err != nil {
+				return 0, 0, fmt.Errorf("seeds: the manifest does not check: %w", err)
+			}
+		}
+	}
 	for _, s := range spans {
 		prev, err := l.Latest(ctx, p, s.ID)
 		switch {

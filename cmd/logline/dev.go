@@ -178,6 +178,7 @@ With DATABASE_URL (or --database-url) it uses that server instead.`,
 				a.printf("the engine loads its kernels in the background (a cold machine compiles the QuickJS guest into the cache first: up to a minute)\n")
 			}
 			serving = true
+			o.signinToken = token
 			err = a.runServer(ctx, l, key, ln, o)
 			a.printf("stopping\n")
 			return err

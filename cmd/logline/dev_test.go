@@ -69,7 +69,7 @@ func startCmd(t *testing.T, env map[string]string, ready *regexp.Regexp, args ..
 
 // startCmdErr is startCmd that also returns what the command writes to
 // stderr.
-func startCmdErr(t *testing.T, env map[string]string, ready *regexp.Regexp, args ...string) (out, errb *syncBuffer, dbURL string, stop func() int) {
+func startCmdErr(t testing.TB, env map[string]string, ready *regexp.Regexp, args ...string) (out, errb *syncBuffer, dbURL string, stop func() int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out, errb = &syncBuffer{}, &syncBuffer{}

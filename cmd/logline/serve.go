@@ -33,6 +33,9 @@ type serveOptions struct {
 	// how often the ledger is polled when it is off or LISTEN unavailable.
 	notify       string
 	pollInterval time.Duration
+	// signinToken, set by dev, is the token of the one-time console
+	// sign-in link runServer prints (never a flag: it is a secret).
+	signinToken string
 }
 
 func (o *serveOptions) flags(fs *pflag.FlagSet) {
@@ -158,12 +161,12 @@ server seals and verifies bearer tokens, together with the keys the manifest tru
 }
 
 // checkNodeKey refuses to serve when the manifest names the node key as an
-// authority (stage0.Manifest.CheckAuthority says why); no manifest yet is
-// fine.
+// authority (stage0.Manifest.CheckAuthority says why) or does not check
+// (stage0.Manifest.Check names the field); no manifest yet is fine.
 func checkNodeKey(ctx context.Context, l *ledger.Ledger) error {
 	_, err := stage0.New(l, nil, nil).LoadManifest(ctx)
 	var r *stage0.Refusal
-	if errors.As(err, &r) && r.Code == stage0.CodeNodeKeyIsAuthority {
+	if errors.As(err, &r) && (r.Code == stage0.CodeNodeKeyIsAuthority || r.Code == stage0.CodeInvalidManifest) {
 		return usageError{fmt.Errorf("refusing to start: %s", r.Message)}
 	}
 	return nil
@@ -202,6 +205,7 @@ func (a *app) runServer(ctx context.Context, l *ledger.Ledger, key *span.Key, ln
 		CORSOrigins:  o.cors,
 		MaxBodyBytes: o.maxBody,
 		Logger:       log,
+		Version:      serverVersion(),
 	}
 	var eng *engine.Engine
 	if !o.noEngine {
@@ -212,10 +216,20 @@ func (a *app) runServer(ctx context.Context, l *ledger.Ledger, key *span.Key, ln
 		defer closeRT()
 		eng = engine.New(l, h, engine.Config{Log: log})
 		cfg.Collectors = eng.Collectors() // /metrics shows the engine and its sandbox too
+		cfg.EngineStatus = func(tenant string) any { return eng.Status(tenant) }
 	}
 	srv, err := api.New(cfg)
 	if err != nil {
 		return usageError{err}
+	}
+	if o.signinToken != "" {
+		link, err := srv.SigninLink(o.signinToken)
+		if err != nil {
+			return err
+		}
+		a.printf("console %s%s\n  (a one-time sign-in link, good for 15 minutes; the code stays out of logs and history)\n", baseURL(ln.Addr()), link)
+	} else {
+		a.printf("console %s/\n", baseURL(ln.Addr()))
 	}
 	if eng == nil {
 		return srv.Serve(ctx, ln)

@@ -19,7 +19,7 @@ import (
 )
 
 // call makes one API request and returns the status and body.
-func call(t *testing.T, method, url, token, body string) (int, string) {
+func call(t testing.TB, method, url, token, body string) (int, string) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -41,7 +41,7 @@ func call(t *testing.T, method, url, token, body string) (int, string) {
 	return resp.StatusCode, string(raw)
 }
 
-func readDevInfo(t *testing.T, data string) devInfo {
+func readDevInfo(t testing.TB, data string) devInfo {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(data, "dev.json"))
 	require.NoError(t, err)

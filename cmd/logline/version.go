@@ -52,6 +52,23 @@ func versionOf(bi *debug.BuildInfo, ok bool) versionInfo {
 	return v
 }
 
+// serverVersion is the version GET /api/status reports: the module
+// version, and the commit when the build recorded one.
+func serverVersion() string {
+	v := versionOf(debug.ReadBuildInfo())
+	if v.Commit == "" {
+		return v.Version
+	}
+	c := v.Commit
+	if len(c) > 12 {
+		c = c[:12]
+	}
+	if v.Modified {
+		c += "+modified"
+	}
+	return v.Version + " " + c
+}
+
 func (a *app) printVersion() error {
 	v := versionOf(debug.ReadBuildInfo())
 	if a.json {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -211,8 +212,8 @@ func checkDocumented(t testing.TB, s *Server) {
 		for _, m := range mf.GetMetric() {
 			l := labels(m)
 			route, method, code := l[0], l[1], l[2]
-			if route == "unmatched" || code == "405" || method == http.MethodOptions {
-				continue // no operation: unknown paths, wrong methods, CORS preflight
+			if route == "unmatched" || code == "405" || method == http.MethodOptions || slices.Contains(consoleRoutes, route) {
+				continue // no operation: unknown paths, wrong methods, CORS preflight, the console's files
 			}
 			if isSSRRoute(route) {
 				continue // the HTML adapter (ssr.go), not part of the JSON API

@@ -75,6 +75,12 @@ func openAPIPath(p string) string {
 	return strings.Join(parts, "/")
 }
 
+// OpenAPIDocument is the OpenAPI 3.1 document of the API: the very bytes
+// GET /api/openapi.json serves. tools/openapi writes it to
+// host/api/client/openapi.json, from which the TypeScript client's types
+// are generated.
+func OpenAPIDocument() ([]byte, error) { return document(routes) }
+
 // document builds the OpenAPI 3.1 document of ops.
 func document(ops []op) ([]byte, error) {
 	paths := schema{}
@@ -277,8 +283,43 @@ func componentSchemas() schema {
 			}, "day", "avg_ms", "p95_ms")),
 		}, "counts", "latency"),
 		"Health": object(schema{"status": str(""), "detail": str("")}, "status"),
+		"HourlyMetrics": object(schema{
+			"since": schema{"type": "string", "format": "date-time", "description": "The first hour of the window."},
+			"hours": arrayOf(object(schema{
+				"hour":     schema{"type": "string", "format": "date-time"},
+				"counts":   schema{"type": "object", "additionalProperties": schema{"type": "integer"}, "description": "Status → executions (\"\" when none)."},
+				"p50_ms":   schema{"type": []string{"number", "null"}},
+				"p95_ms":   schema{"type": []string{"number", "null"}},
+				"fuel_p50": schema{"type": []string{"number", "null"}},
+				"fuel_p95": schema{"type": []string{"number", "null"}},
+				"fuel":     schema{"type": "integer", "description": "Fuel used, all executions of the hour."},
+			}, "hour", "counts", "p50_ms", "p95_ms", "fuel_p50", "fuel_p95", "fuel")),
+		}, "since", "hours"),
+		"LedgerVerifyReport": object(schema{
+			"ok":      schema{"type": "boolean"},
+			"checked": schema{"type": "integer"},
+			"signed":  schema{"type": "integer"},
+			"failures": arrayOf(object(schema{
+				"id": str(""), "seq": schema{"type": "integer"}, "reason": str(""),
+			}, "id", "seq", "reason")),
+			"next": str("The cursor to continue after."),
+			"more": schema{"type": "boolean", "description": "The page was full: go on from next."},
+		}, "ok", "checked", "signed", "failures", "next", "more"),
+		"Status": object(schema{
+			"version":       str("The server's version."),
+			"abi_version":   schema{"type": "integer"},
+			"notifications": schema{"type": "string", "enum": []string{"listening", "polling", "down"}},
+			"engine": schema{"description": "null: this process runs no engine. Else the loops' latest passes for the principal's tenant.",
+				"anyOf": []schema{{"type": "null"}, arrayOf(object(schema{
+					"loop": str(""), "lane": schema{"type": "integer"}, "passes": schema{"type": "integer"}, "failures": schema{"type": "integer"},
+					"last_pass": schema{"type": "string", "format": "date-time"},
+					"outcome":   schema{"type": "string", "enum": []string{"ok", "failed", "refused"}},
+					"error":     str(""),
+				}, "loop", "lane", "passes", "failures", "last_pass", "outcome", "error"))}},
+		}, "version", "abi_version", "notifications", "engine"),
 	}
 	maps.Copy(out, promptSchemas())
+	maps.Copy(out, telegramSchemas())
 	return out
 }
 

@@ -203,12 +203,102 @@ var routes = []op{
 		handle: (*Server).promptFamily,
 	},
 	{
+		method: http.MethodPost, path: "/api/adapters/telegram/:bot", id: "telegramWebhook", summary: "A Telegram bot's webhook",
+		public: true,
+		description: "The Bot API's webhook for a bot the manifest binds to a tenant (telegram.bots): setWebhook with this URL and " +
+			"secret_token the value of the bot's secret_env. No bearer token: the secret token header authenticates, compared in " +
+			"constant time. A text message is appended as a telegram_message span (status received, visibility private) of the " +
+			"bot's tenant, owned by the bot's user — tenant and user come from the manifest, never from the body — with an id " +
+			"derived from (tenant, bot, update_id), so a redelivered update writes nothing. The engine's telegram_worker answers " +
+			"it through sendMessage; nothing is answered here. Other update kinds are acknowledged and ignored.",
+		params: []param{
+			{name: "bot", in: "path", description: "The bot's name in the manifest's telegram.bots.", schema: schema{"type": "string", "maxLength": 64}},
+			{name: TelegramSecretHeader, in: "header", required: true,
+				description: "The webhook's secret token (setWebhook secret_token), the value of the bot's secret_env.",
+				schema:      schema{"type": "string", "maxLength": maxTelegramSecret}},
+		},
+		body: &media{required: true, types: []string{"application/json"}, schema: ref("TelegramUpdate")},
+		responses: []response{
+			jsonResponse(http.StatusCreated, "Recorded: the telegram_message span's id.", ref("TelegramWebhookResult")),
+			jsonResponse(http.StatusOK, "Recorded before (status duplicate), or not a text message (status ignored): nothing written.", ref("TelegramWebhookResult")),
+			problemResponse(http.StatusBadRequest, "Not a JSON object, a wrong type, or update_id, message.message_id or message.chat missing; field names it."),
+			problemResponse(http.StatusUnauthorized, "No such bot, or a wrong or absent secret token (the same answer for each)."),
+			problemResponse(http.StatusRequestEntityTooLarge, "The body is over "+strconv.Itoa(MaxTelegramBody)+" bytes."),
+			problemResponse(http.StatusUnsupportedMediaType, "Content-Type is not application/json."),
+			problemResponse(http.StatusUnprocessableEntity, "A number beyond 2^53-1, or text the ledger cannot store (\\u0000); field names it."),
+		},
+		handle: (*Server).telegramWebhook,
+	},
+	{
 		method: http.MethodGet, path: "/api/metrics", id: "metrics", summary: "Execution metrics of the principal's tenant",
 		description: "Per UTC day: executions by status, and mean and 95th-percentile duration.",
 		params: []param{{name: "days", in: "query", description: "How many days back, 1 to 366.",
 			schema: schema{"type": "integer", "minimum": 1, "maximum": 366, "default": 30}}},
 		responses: []response{jsonResponse(http.StatusOK, "The metrics.", ref("Metrics"))},
 		handle:    (*Server).metrics,
+	},
+	{
+		method: http.MethodGet, path: "/api/prompts", id: "listPromptFamilies", summary: "The prompt families of the principal's tenant",
+		description: "Every family (at most " + strconv.Itoa(MaxFamilies) + ", by name) that has a live prompt_variant serving the " +
+			"principal's tenant and visible to the principal (its own and the operator's stock), with how many.",
+		responses: []response{jsonResponse(http.StatusOK, "The families.", object(schema{
+			"families": arrayOf(object(schema{"family": str(""), "variants": schema{"type": "integer"}}, "family", "variants")),
+		}, "families"))},
+		handle: (*Server).promptFamilies,
+	},
+	{
+		method: http.MethodGet, path: "/api/metrics/hourly", id: "metricsHourly", summary: "Execution metrics per hour",
+		description: "Per UTC hour, oldest first, of the principal's tenant's executions the principal may read: counts by status, " +
+			"duration percentiles, fuel percentiles and total (metadata.fuel_used). Hours without executions are left out.",
+		params: []param{{name: "hours", in: "query", description: "How many hours back, the current one included.",
+			schema: schema{"type": "integer", "minimum": 1, "maximum": ledger.MaxSeriesHours, "default": 48}}},
+		responses: []response{jsonResponse(http.StatusOK, "The series.", ref("HourlyMetrics"))},
+		handle:    (*Server).executionSeries,
+	},
+	{
+		method: http.MethodGet, path: "/api/verify", id: "verifyLedger", summary: "Verify the ledger, a page at a time",
+		description: "Verifies the next page (in commit order, after cursor) of every span the principal may read, the engine's " +
+			"bookkeeping included: each version's hash, signature and link to the previous version. Follow next while more.",
+		params: []param{pCursor, {name: "limit", in: "query", description: "Spans per page.",
+			schema: schema{"type": "integer", "minimum": 1, "maximum": ledger.MaxLimit, "default": ledger.MaxLimit}}},
+		responses: []response{jsonResponse(http.StatusOK, "The page's report; ok is false when a span fails (failures say which and why).", ref("LedgerVerifyReport"))},
+		handle:    (*Server).verifyLedger,
+	},
+	{
+		method: http.MethodGet, path: "/api/manifest", id: "getManifest", summary: "The manifest",
+		description: "The latest version of the manifest (the kernels the host may boot, its keys, limits and policies), when the principal may read it.",
+		responses: []response{
+			jsonResponse(http.StatusOK, "The manifest span.", ref("Span")),
+			problemResponse(http.StatusNotFound, "No manifest visible to the principal."),
+		},
+		handle: (*Server).manifest,
+	},
+	{
+		method: http.MethodGet, path: "/api/status", id: "status", summary: "The server and the engine, as the principal sees them",
+		description: "The version, how the stream follows the ledger (listening, polling, down) and, when the process runs an engine, " +
+			"how its loops last ran for the principal's tenant (never another tenant's).",
+		responses: []response{jsonResponse(http.StatusOK, "The status.", ref("Status"))},
+		handle:    (*Server).status,
+	},
+	{
+		method: http.MethodGet, path: "/api/whoami", id: "whoami", summary: "The token's principal",
+		responses: []response{jsonResponse(http.StatusOK, "The tenant and user every request with this token acts as.",
+			object(schema{"tenant": str(""), "user": str("")}, "tenant", "user"))},
+		handle: (*Server).whoami,
+	},
+	{
+		method: http.MethodPost, path: "/api/signin", id: "signin", summary: "Trade a sign-in link's code for its token", public: true,
+		description: "`logline dev` prints a console link carrying a one-time code in its fragment (/#signin=CODE); the console " +
+			"trades it here for the token, once, within 15 minutes. The code is kept in the server's memory only.",
+		body: &media{required: true, types: []string{"application/json"},
+			schema: schema{"type": "object", "properties": schema{"code": str("The code of the link.")}, "required": []string{"code"}, "additionalProperties": false}},
+		responses: []response{
+			jsonResponse(http.StatusOK, "The token and its principal.", object(schema{"token": str(""), "tenant": str(""), "user": str("")}, "token", "tenant", "user")),
+			problemResponse(http.StatusBadRequest, "Not JSON, an unknown field, or a field given twice; field names it."),
+			problemResponse(http.StatusUnauthorized, "The code is unknown, used already or expired (the same answer for each)."),
+			problemResponse(http.StatusUnprocessableEntity, "code is missing."),
+		},
+		handle: (*Server).signin,
 	},
 	{
 		method: http.MethodGet, path: "/api/openapi.json", id: "openapi", summary: "This document", public: true,

@@ -70,6 +70,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock tokens are checked against. Default time.Now.
 	Now func() time.Time
+	// Version is the server's version, as GET /api/status reports it.
+	Version string
+	// EngineStatus, when the process runs an engine, reports how its loops
+	// last ran for a tenant (engine.Engine.Status): GET /api/status shows
+	// it to that tenant's principals only.
+	EngineStatus func(tenant string) any
 }
 
 // Server is the HTTP API. Make it with New and run it with Serve.
@@ -83,6 +89,8 @@ type Server struct {
 	reg  *prometheus.Registry
 	m    *metrics
 	doc  []byte
+
+	signins signins // open sign-in links (SigninLink)
 
 	listening atomic.Bool // the notice listener is connected
 	polling   atomic.Bool // ... and polls: ledger notifications are off or unavailable
@@ -130,7 +138,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.auth = newAuthenticator(cfg.Key, stage0.New(cfg.Ledger, nil, nil), cfg.Now, cfg.Logger)
 	s.hub = newHub(cfg.Ledger, s.m, cfg.Logger)
-	doc, err := document(routes)
+	doc, err := OpenAPIDocument()
 	if err != nil {
 		return nil, fmt.Errorf("api: building the OpenAPI document: %w", err)
 	}
@@ -159,6 +167,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if err := s.registerSSR(e); err != nil { // the HTML adapter, outside the API's table (ssr.go)
+		return nil, err
+	}
+	if err := s.registerConsole(e); err != nil {
 		return nil, err
 	}
 	s.e = e

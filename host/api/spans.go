@@ -26,8 +26,13 @@ const (
 
 // readBody reads the request body, at most MaxBodyBytes of it.
 func (s *Server) readBody(c echo.Context) ([]byte, error) {
+	return readBodyMax(c, s.cfg.MaxBodyBytes)
+}
+
+// readBodyMax reads the request body, at most limit bytes of it (413
+// past it).
+func readBodyMax(c echo.Context, limit int64) ([]byte, error) {
 	r := c.Request()
-	limit := s.cfg.MaxBodyBytes
 	if r.ContentLength > limit {
 		return nil, fail(codeTooLarge, "body", "the body is %d bytes, more than the limit of %d", r.ContentLength, limit)
 	}

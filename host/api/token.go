@@ -111,6 +111,9 @@ type authenticator struct {
 	mu      sync.RWMutex
 	trusted map[string]bool
 	cache   map[string]cachedToken
+	// manifest is the latest manifest read, nil when none is usable: the
+	// Telegram webhook finds its bots there (telegram.go).
+	manifest *stage0.Manifest
 }
 
 type cachedToken struct {
@@ -157,9 +160,13 @@ func (a *authenticator) refresh(ctx context.Context) {
 			trusted[strings.ToLower(k)] = true
 		}
 	}
+	if err != nil {
+		m = nil
+	}
 	a.mu.Lock()
 	a.trusted = trusted
 	a.cache = map[string]cachedToken{}
+	a.manifest = m
 	a.mu.Unlock()
 }
 

@@ -1,7 +1,8 @@
 // Package engine runs the kernels that keep the ledger moving — observer
 // (scheduled functions → requests), request_worker (requests → executions),
-// policy_agent (new spans → policy actions) and prompt_worker (prompt runs,
-// scheduled evals and bandit decisions) — for every tenant, on the
+// policy_agent (new spans → policy actions), prompt_worker (prompt runs,
+// scheduled evals and bandit decisions) and telegram_worker (Telegram
+// messages → replies, for the tenants a bot is bound to) — for every tenant, on the
 // manifest's intervals and at once when a NOTIFY says there is work
 // (contract §6).
 //
@@ -26,6 +27,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +50,10 @@ const (
 	// PromptWorker runs the prompt system's open runs and schedules
 	// (guests/kernels/prompt_worker.js).
 	PromptWorker = "prompt_worker"
+	// TelegramWorker answers the messages the Telegram webhook appended,
+	// for the tenants the manifest binds a bot to
+	// (guests/kernels/telegram_worker.js).
+	TelegramWorker = "telegram_worker"
 )
 
 // internal are the entity types the kernels write for their own
@@ -60,7 +66,7 @@ var internal = ledger.Bookkeeping
 type Config struct {
 	// Intervals of the loops' sweeps over every tenant with standing work
 	// (notifications wake a tenant's kernel sooner).
-	Observer, Requests, Policies, Prompts time.Duration
+	Observer, Requests, Policies, Prompts, Telegram time.Duration
 	// Concurrency is how many kernel runs the engine has in flight at
 	// once, all loops together (default 4).
 	Concurrency int
@@ -77,6 +83,7 @@ const (
 	DefaultRequests    = 2 * time.Second
 	DefaultPolicies    = 5 * time.Second
 	DefaultPrompts     = 30 * time.Second
+	DefaultTelegram    = 5 * time.Second
 	DefaultConcurrency = 4
 )
 
@@ -97,6 +104,9 @@ type Engine struct {
 
 	failMu  sync.Mutex
 	failing map[pass]*failure // passes whose last run failed
+
+	statusMu sync.Mutex
+	status   map[pass]*LoopStatus // each pass's latest outcome, for Status
 
 	m *metrics
 }
@@ -141,10 +151,10 @@ func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
 		cfg.Log = slog.Default()
 	}
 	e := &Engine{l: l, h: h, cfg: cfg, log: cfg.Log.With("component", "engine"), loops: map[string]*loop{},
-		sem: make(chan struct{}, cfg.Concurrency), failing: map[pass]*failure{}}
+		sem: make(chan struct{}, cfg.Concurrency), failing: map[pass]*failure{}, status: map[pass]*LoopStatus{}}
 	e.globals.Store(true)
 	e.m = newMetrics(e)
-	for _, name := range []string{Observer, RequestWorker, PolicyAgent, PromptWorker} {
+	for _, name := range []string{Observer, RequestWorker, PolicyAgent, PromptWorker, TelegramWorker} {
 		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true}
 	}
 	return e
@@ -266,6 +276,9 @@ func (e *Engine) warm(ctx context.Context) {
 		return // the loops say why
 	}
 	for name := range e.loops {
+		if name == TelegramWorker && len(m.Telegram.Bots) == 0 {
+			continue // no bot bound: the loop never runs, nothing to load
+		}
 		if id := m.Kernels[name]; id != "" && ctx.Err() == nil {
 			if err := e.h.Warm(ctx, id); err != nil && ctx.Err() == nil {
 				e.log.Warn("loading kernel", "kernel", name, "err", err)
@@ -340,6 +353,8 @@ func (e *Engine) route(ctx context.Context, ids []string) error {
 				e.loops[Observer].mark(tenant)
 			case kind == "prompt_request" && status == "scheduled":
 				e.loops[PromptWorker].mark(tenant)
+			case kind == "telegram_message" && status == "received":
+				e.loops[TelegramWorker].mark(tenant) // if a bot is bound to it (serve)
 			}
 			if !seen[tenant] {
 				seen[tenant] = true
@@ -413,6 +428,16 @@ func (e *Engine) serve(ctx context.Context, lp *loop) {
 			}
 			timer.Reset(e.interval(lp.name, m))
 		}
+		if lp.name == TelegramWorker {
+			// Only the tenants a bot is bound to: the webhook writes
+			// nowhere else, and a binding removed stops the answers.
+			bound := m.TelegramTenants()
+			for t := range dirty {
+				if !slices.Contains(bound, t) {
+					delete(dirty, t)
+				}
+			}
+		}
 		lanes := 1
 		if lp.name == RequestWorker {
 			lanes = requestLanes(m)
@@ -460,6 +485,11 @@ func (e *Engine) interval(name string, m *stage0.Manifest) time.Duration {
 		if m != nil {
 			ms = m.Engine.PromptWorkerMs
 		}
+	case TelegramWorker:
+		cfg, def = e.cfg.Telegram, DefaultTelegram
+		if m != nil {
+			ms = m.Engine.TelegramWorkerMs
+		}
 	default:
 		cfg, def = e.cfg.Policies, DefaultPolicies
 		if m != nil {
@@ -487,6 +517,10 @@ func (e *Engine) standing(ctx context.Context, name string, globalPolicies bool)
 		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'request' AND status = 'scheduled'`
 	case name == Observer:
 		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'function' AND status = 'scheduled'`
+	case name == TelegramWorker:
+		// Open messages (migration 008's partial index); serve keeps the
+		// tenants a bot is bound to.
+		q = `SELECT DISTINCT tenant_id FROM ledger.heads WHERE entity_type = 'telegram_message' AND status = 'received'`
 	case name == PromptWorker:
 		// Open prompt requests, and the tenants with prompt families
 		// (their schedules): both partial indexes of migration 006.
@@ -576,6 +610,7 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 	}
 	if err != nil {
 		sp.SetStatus(codes.Error, err.Error())
+		e.record(key, start, "refused", err.Error())
 		e.m.passes.WithLabelValues(name, "refused").Inc()
 		var r *stage0.Refusal
 		if errors.As(err, &r) {
@@ -586,6 +621,7 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 		return false
 	}
 	if res.Err != nil {
+		e.record(key, start, "failed", res.Err.Code+": "+res.Err.Message)
 		e.m.passes.WithLabelValues(name, "failed").Inc()
 		e.m.duration.WithLabelValues(name).Observe(time.Since(start).Seconds())
 		e.m.fuel.WithLabelValues(name).Add(float64(res.FuelUsed))
@@ -593,6 +629,7 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 		return false
 	}
 	failed = false
+	e.record(key, start, "ok", "")
 	var out passOutput
 	_ = json.Unmarshal(res.Output, &out)
 	e.m.observe(name, time.Since(start), res.FuelUsed, out)
@@ -606,6 +643,56 @@ func (e *Engine) tick(ctx context.Context, lp *loop, kernel, tenant string, lane
 		"executions", out.Ran, "failed", out.Failed, "quota_violations", out.Blocked, "policy_errors", out.PolicyErrors,
 		"took", time.Since(start), "fuel", res.FuelUsed, "host_calls", res.HostCalls, "warm", res.Warm)
 	return out.More
+}
+
+// LoopStatus is how a loop's passes for one tenant last went, as this
+// engine saw them (Status).
+type LoopStatus struct {
+	Loop     string    `json:"loop"`
+	Lane     int       `json:"lane"`
+	Passes   int64     `json:"passes"`    // passes run since the engine started
+	Failures int64     `json:"failures"`  // of which failed or refused
+	LastPass time.Time `json:"last_pass"` // when the latest began
+	Outcome  string    `json:"outcome"`   // the latest's: ok, failed (the kernel's error) or refused (the host would not run it)
+	Error    string    `json:"error"`     // the latest's error, when it had one
+}
+
+// record notes a pass's outcome for Status. The error text is the
+// kernel's or the host's own: a tenant's Status only ever shows its own
+// passes.
+func (e *Engine) record(k pass, start time.Time, outcome, msg string) {
+	e.statusMu.Lock()
+	defer e.statusMu.Unlock()
+	st := e.status[k]
+	if st == nil {
+		st = &LoopStatus{Loop: k.loop, Lane: k.lane}
+		e.status[k] = st
+	}
+	st.Passes++
+	if outcome != "ok" {
+		st.Failures++
+	}
+	st.LastPass, st.Outcome, st.Error = start, outcome, msg
+}
+
+// Status is how this engine's loops last ran for tenant, by loop and lane:
+// only that tenant's passes, so it can be shown to the tenant's users.
+func (e *Engine) Status(tenant string) []LoopStatus {
+	e.statusMu.Lock()
+	out := []LoopStatus{}
+	for k, st := range e.status {
+		if k.tenant == tenant {
+			out = append(out, *st)
+		}
+	}
+	e.statusMu.Unlock()
+	slices.SortFunc(out, func(a, b LoopStatus) int {
+		if c := strings.Compare(a.Loop, b.Loop); c != 0 {
+			return c
+		}
+		return a.Lane - b.Lane
+	})
+	return out
 }
 
 // waiting reports whether pass k is in its back-off.

@@ -23,9 +23,15 @@ type metrics struct {
 	execFuel   prometheus.Counter
 	violations prometheus.Counter
 	policyErrs prometheus.Counter
+	telegram   *prometheus.CounterVec // outcome: the messages the telegram worker closed
 	backoff    prometheus.GaugeFunc
 	collectors []prometheus.Collector
 }
+
+// telegramOutcomes are how the telegram worker closes a message
+// (guests/kernels/telegram_worker.js, abi/ABI.md); any other is "other".
+var telegramOutcomes = map[string]bool{"answered": true, "send_failed": true, "send_timeout": true, "answer_failed": true,
+	"empty_answer": true, "bot_not_configured": true, "invalid_input": true, "invalid_output": true}
 
 // errorCodes are the error codes an execution label may carry; any other is
 // "other".
@@ -64,6 +70,9 @@ func newMetrics(e *Engine) *metrics {
 		policyErrs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "logline_policy_errors_total", Help: "policy_error spans the policy agent emitted.",
 		}),
+		telegram: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logline_telegram_messages_total", Help: "Telegram messages the telegram worker closed, by outcome (answered, or the error code).",
+		}, []string{"outcome"}),
 	}
 	m.backoff = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "logline_engine_passes_backing_off", Help: "Passes (loop, tenant, lane) waiting out the back-off of a failure.",
@@ -92,11 +101,13 @@ func newMetrics(e *Engine) *metrics {
 		}
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.collectors = []prometheus.Collector{m.passes, m.duration, m.fuel, m.executions, m.execFuel, m.violations, m.policyErrs, m.backoff,
+	m.collectors = []prometheus.Collector{m.passes, m.duration, m.fuel, m.executions, m.execFuel, m.violations, m.policyErrs, m.telegram, m.backoff,
 		open("logline_open_requests", "Requests waiting for the request worker (-1: could not read).",
 			`SELECT count(*) FROM ledger.heads WHERE entity_type = 'request' AND status = 'scheduled'`),
 		open("logline_open_prompt_requests", "Prompt requests waiting for the prompt worker (-1: could not read).",
 			`SELECT count(*) FROM ledger.heads WHERE entity_type = 'prompt_request' AND status = 'scheduled'`),
+		open("logline_open_telegram_messages", "Telegram messages waiting for the telegram worker (-1: could not read).",
+			`SELECT count(*) FROM ledger.heads WHERE entity_type = 'telegram_message' AND status = 'received'`),
 		stat("logline_sandbox_instances_created_total", "Sandbox instances instantiated afresh.", true,
 			func(s sandbox.Stats) int64 { return s.InstancesCreated }),
 		stat("logline_sandbox_instances_reused_total", "Runs that took a pristine pooled instance.", true,
@@ -122,6 +133,10 @@ type passOutput struct {
 	Codes        map[string]int `json:"codes"`
 	Fuel         float64        `json:"fuel"`
 	PolicyErrors int            `json:"policy_errors"`
+	// The telegram worker's: messages answered, and closed as failed by
+	// error code.
+	Answered int            `json:"answered"`
+	Errors   map[string]int `json:"errors"`
 }
 
 func (m *metrics) observe(loop string, took time.Duration, fuel int64, out passOutput) {
@@ -146,6 +161,15 @@ func (m *metrics) observe(loop string, took time.Duration, fuel int64, out passO
 	m.execFuel.Add(out.Fuel)
 	m.violations.Add(float64(out.Blocked))
 	m.policyErrs.Add(float64(out.PolicyErrors))
+	if out.Answered > 0 {
+		m.telegram.WithLabelValues("answered").Add(float64(out.Answered))
+	}
+	for c, n := range out.Errors {
+		if !telegramOutcomes[c] || c == "answered" {
+			c = "other"
+		}
+		m.telegram.WithLabelValues(c).Add(float64(n))
+	}
 }
 
 // Collectors are the engine's Prometheus collectors, for a registry (the

@@ -80,3 +80,73 @@ func (l *Ledger) ExecutionStats(ctx context.Context, p Principal, since time.Tim
 	}
 	return st, nil
 }
+
+// HourStats is one UTC hour of a tenant's executions, for charts: counts
+// by status, and the duration and fuel percentiles of the hour's runs.
+type HourStats struct {
+	Hour   time.Time        // the hour's start, UTC
+	Counts map[string]int64 // by status ("" when the span has none)
+	// Percentiles and the total are nil (0) when no execution of the hour
+	// recorded duration_ms (metadata.fuel_used).
+	P50Ms, P95Ms     *float64
+	FuelP50, FuelP95 *float64
+	Fuel             int64
+}
+
+// MaxSeriesHours bounds ExecutionSeries: a month of hours.
+const MaxSeriesHours = 31 * 24
+
+// ExecutionSeries is ExecutionStats per UTC hour, oldest first, from since
+// (at most MaxSeriesHours back from now), with fuel besides duration: one
+// pass over the tenant's executions of the window, under p.
+func (l *Ledger) ExecutionSeries(ctx context.Context, p Principal, since time.Time) ([]HourStats, error) {
+	if floor := time.Now().Add(-MaxSeriesHours * time.Hour); since.Before(floor) {
+		since = floor
+	}
+	b, err := l.batch(p)
+	if err != nil {
+		return nil, err
+	}
+	var out []HourStats
+	// The window's rows, grouped twice: by hour and status for the counts,
+	// by hour (status NULL in the grouping set) for the percentiles.
+	b.Queue(`WITH e AS (
+			SELECT date_trunc('hour', at AT TIME ZONE 'UTC') AS h, coalesce(status, '') AS status, duration_ms,
+				CASE WHEN jsonb_typeof(metadata->'fuel_used') = 'number' THEN (metadata->>'fuel_used')::float8 END AS fuel
+			FROM ledger.universal_registry
+			WHERE tenant_id = $1 AND entity_type = 'execution' AND at >= $2 AND NOT is_deleted)
+		SELECT h, status, count(*),
+			percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms),
+			percentile_cont(0.5) WITHIN GROUP (ORDER BY fuel), percentile_cont(0.95) WITHIN GROUP (ORDER BY fuel),
+			coalesce(sum(fuel), 0)::bigint, GROUPING(status)
+		FROM e GROUP BY GROUPING SETS ((h, status), (h)) ORDER BY h, GROUPING(status), status`, p.Tenant, since).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var (
+					h                    time.Time
+					status               *string
+					n, fuel              int64
+					p50, p95, fp50, fp95 *float64
+					whole                int
+				)
+				if err := rows.Scan(&h, &status, &n, &p50, &p95, &fp50, &fp95, &fuel, &whole); err != nil {
+					return err
+				}
+				h = h.UTC()
+				if len(out) == 0 || !out[len(out)-1].Hour.Equal(h) {
+					out = append(out, HourStats{Hour: h, Counts: map[string]int64{}})
+				}
+				cur := &out[len(out)-1]
+				if whole == 1 {
+					cur.P50Ms, cur.P95Ms, cur.FuelP50, cur.FuelP95, cur.Fuel = p50, p95, fp50, fp95, fuel
+				} else if status != nil {
+					cur.Counts[*status] = n
+				}
+			}
+			return rows.Err()
+		})
+	if err := l.send(ctx, b); err != nil {
+		return nil, fmt.Errorf("error reading execution series: %w", err)
+	}
+	return out, nil
+}

@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -85,4 +86,51 @@ func TestExecutionStats(t *testing.T) {
 	st, err = b.ledger.ExecutionStats(ctx, ledger.User("A", "alice"), time.Now().Add(time.Hour))
 	require.NoError(t, err)
 	require.Empty(t, st.Counts)
+}
+
+func TestExecutionSeries(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	ex := func(status string, ms int32, fuel string, vis string) span.Span {
+		return span.Span{EntityType: "execution", Who: "t", This: "run", Status: status, DurationMs: &ms, Visibility: vis,
+			Metadata: json.RawMessage(`{"fuel_used":` + fuel + `}`)}
+	}
+	_, err := b.ledger.Append(ctx, ledger.User("A", "alice"), ex("complete", 10, "100", "private"), ex("complete", 30, "300", "tenant"),
+		ex("error", 50, `"not a number"`, "tenant"), fn("not an execution"))
+	require.NoError(t, err)
+	_, err = b.ledger.Append(ctx, ledger.User("B", "bob"), ex("complete", 1000, "5", "public"))
+	require.NoError(t, err)
+
+	// The appends may straddle an hour: sum the hours.
+	sum := func(hs []ledger.HourStats) (counts map[string]int64, fuel int64) {
+		counts = map[string]int64{}
+		for _, h := range hs {
+			require.Zero(t, h.Hour.Minute(), "an hour starts on the hour")
+			for k, n := range h.Counts {
+				counts[k] += n
+			}
+			fuel += h.Fuel
+		}
+		return counts, fuel
+	}
+	hs, err := b.ledger.ExecutionSeries(ctx, ledger.User("A", "alice"), time.Now().Add(-2*time.Hour))
+	require.NoError(t, err)
+	counts, fuel := sum(hs)
+	require.Equal(t, map[string]int64{"complete": 2, "error": 1}, counts)
+	require.Equal(t, int64(400), fuel, "a fuel_used that is not a number is left out")
+	if len(hs) == 1 {
+		require.InDelta(t, 30, *hs[0].P50Ms, 1e-9)
+		require.InDelta(t, 200, *hs[0].FuelP50, 1e-9)
+	}
+
+	// RLS decides, as for ExecutionStats.
+	hs, err = b.ledger.ExecutionSeries(ctx, ledger.User("A", "carol"), time.Now().Add(-2*time.Hour))
+	require.NoError(t, err)
+	counts, fuel = sum(hs)
+	require.Equal(t, map[string]int64{"complete": 1, "error": 1}, counts)
+	require.Equal(t, int64(300), fuel)
+	hs, err = b.ledger.ExecutionSeries(ctx, ledger.User("A", "alice"), time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Empty(t, hs)
 }

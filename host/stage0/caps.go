@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -302,7 +303,9 @@ func (c *kernelCaps) Exec(ctx context.Context, req abi.ExecRequest) (abi.ExecRes
 
 // HTTP sends a request to a URL the manifest's http_allowlist permits, with
 // a time budget and a capped response body. Redirects are not followed: a
-// redirect could leave the allowlist.
+// redirect could leave the allowlist. A secret (auth_env) goes where
+// auth_in says — a bearer header, or the URL's path — and nothing that goes
+// back to the guest carries it: errors name the URL as the guest wrote it.
 func (c *kernelCaps) HTTP(ctx context.Context, req abi.HTTPRequest) (abi.HTTPResponse, error) {
 	if !c.m.AllowsURL(req.URL) {
 		return abi.HTTPResponse{}, callErr(abi.ErrCapabilityDenied, "http: %q is not in the manifest's http_allowlist", req.URL)
@@ -310,6 +313,11 @@ func (c *kernelCaps) HTTP(ctx context.Context, req abi.HTTPRequest) (abi.HTTPRes
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet
+	}
+	switch req.AuthIn {
+	case "", abi.AuthInHeader, abi.AuthInPath:
+	default:
+		return abi.HTTPResponse{}, callErr(abi.ErrInvalid, "http: auth_in %q: want %q or %q", req.AuthIn, abi.AuthInHeader, abi.AuthInPath)
 	}
 	var secret string
 	if req.AuthEnv != "" {
@@ -319,49 +327,86 @@ func (c *kernelCaps) HTTP(ctx context.Context, req abi.HTTPRequest) (abi.HTTPRes
 		if secret = os.Getenv(req.AuthEnv); secret == "" {
 			return abi.HTTPResponse{}, callErr(abi.ErrNotFound, "http: the host has no %s set", req.AuthEnv)
 		}
+	} else if req.AuthIn == abi.AuthInPath {
+		return abi.HTTPResponse{}, callErr(abi.ErrInvalid, "http: auth_in %q needs auth_env, the secret to put in the path", abi.AuthInPath)
 	}
+	target := req.URL
+	if req.AuthIn == abi.AuthInPath {
+		var err error
+		if target, err = c.secretInPath(req.URL, secret); err != nil {
+			return abi.HTTPResponse{}, err
+		}
+	}
+	hide := redactor(secret)
 	budget := httpCallBudget
 	if req.TimeoutMs > 0 {
 		budget = min(budget, time.Duration(req.TimeoutMs)*time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	hr, err := http.NewRequestWithContext(ctx, method, req.URL, strings.NewReader(req.Body))
+	hr, err := http.NewRequestWithContext(ctx, method, target, strings.NewReader(req.Body))
 	if err != nil {
-		return abi.HTTPResponse{}, callErr(abi.ErrInvalid, "http: %v", err)
+		return abi.HTTPResponse{}, callErr(abi.ErrInvalid, "http: %s", hide(err.Error()))
 	}
 	for k, v := range req.Headers {
 		hr.Header.Set(k, v)
 	}
-	if secret != "" {
+	if secret != "" && req.AuthIn != abi.AuthInPath {
 		hr.Header.Set("Authorization", "Bearer "+secret)
 	}
 	start := time.Now()
 	resp, err := httpClient.Do(hr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return abi.HTTPResponse{}, callErr(abi.ErrTimeout, "http: %v", redact(err.Error(), secret))
+		// Go's client errors quote the URL it sent, secret and all: name
+		// the one the guest wrote instead (and redact, to be sure).
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = req.URL
 		}
-		return abi.HTTPResponse{}, callErr(abi.ErrFailed, "http: %v", redact(err.Error(), secret))
+		if ctx.Err() != nil {
+			return abi.HTTPResponse{}, callErr(abi.ErrTimeout, "http: %s", hide(err.Error()))
+		}
+		return abi.HTTPResponse{}, callErr(abi.ErrFailed, "http: %s", hide(err.Error()))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPBody+1))
 	if err != nil {
 		if ctx.Err() != nil {
-			return abi.HTTPResponse{}, callErr(abi.ErrTimeout, "http: reading the body: %v", err)
+			return abi.HTTPResponse{}, callErr(abi.ErrTimeout, "http: reading the body: %s", hide(err.Error()))
 		}
-		return abi.HTTPResponse{}, callErr(abi.ErrFailed, "http: reading the body: %v", err)
+		return abi.HTTPResponse{}, callErr(abi.ErrFailed, "http: reading the body: %s", hide(err.Error()))
 	}
 	if len(body) > maxHTTPBody {
 		return abi.HTTPResponse{}, callErr(abi.ErrLimit, "http: response body over %d bytes", maxHTTPBody)
 	}
 	// A server that echoes the request must not hand the secret back.
-	out := abi.HTTPResponse{Status: resp.StatusCode, Body: redact(string(body), secret), Headers: map[string]string{},
+	out := abi.HTTPResponse{Status: resp.StatusCode, Body: hide(string(body)), Headers: map[string]string{},
 		DurationMs: time.Since(start).Milliseconds()}
 	for k := range resp.Header {
-		out.Headers[k] = redact(resp.Header.Get(k), secret)
+		out.Headers[k] = hide(resp.Header.Get(k))
 	}
 	return out, nil
+}
+
+// secretInPath puts secret, path-escaped, in place of the one
+// abi.AuthPlaceholder in raw's path. The result must still be allowed: a
+// secret cannot move the request out of the allowlist (a "..", say, where
+// the placeholder is a whole segment).
+func (c *kernelCaps) secretInPath(raw, secret string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", callErr(abi.ErrInvalid, "http: %v", err)
+	}
+	if strings.Count(raw, abi.AuthPlaceholder) != 1 || strings.Count(u.Path, abi.AuthPlaceholder) != 1 ||
+		strings.Contains(u.RawQuery, abi.AuthPlaceholder) || strings.Contains(u.Fragment, abi.AuthPlaceholder) {
+		return "", callErr(abi.ErrInvalid, "http: auth_in %q needs exactly one %s in the URL's path, got %q",
+			abi.AuthInPath, abi.AuthPlaceholder, raw)
+	}
+	target := strings.Replace(raw, abi.AuthPlaceholder, url.PathEscape(secret), 1)
+	if !c.m.AllowsURL(target) {
+		return "", callErr(abi.ErrCapabilityDenied, "http: %q with the secret in its path is not in the manifest's http_allowlist", raw)
+	}
+	return target, nil
 }
 
 // redact removes a secret from what a guest will see.
@@ -370,6 +415,23 @@ func redact(s, secret string) string {
 		return s
 	}
 	return strings.ReplaceAll(s, secret, "[redacted]")
+}
+
+// redactor removes a secret from text in every form a request may have
+// carried it: as is, and escaped as a path segment or a query value.
+func redactor(secret string) func(string) string {
+	forms := []string{secret}
+	for _, f := range []string{url.PathEscape(secret), url.QueryEscape(secret)} {
+		if f != secret && !slices.Contains(forms, f) {
+			forms = append(forms, f)
+		}
+	}
+	return func(s string) string {
+		for _, f := range forms {
+			s = redact(s, f)
+		}
+		return s
+	}
 }
 
 // httpClient never follows redirects: the guest sees the 3xx and may ask

@@ -64,7 +64,13 @@ type Manifest struct {
 		PolicyAgentMs   int `json:"policy_agent_ms,omitempty"`
 		RequestLanes    int `json:"request_lanes,omitempty"`
 		PromptWorkerMs  int `json:"prompt_worker_ms,omitempty"`
+		// TelegramWorkerMs is the telegram_worker's sweep, for tenants
+		// with a bot bound (telegram.go).
+		TelegramWorkerMs int `json:"telegram_worker_ms,omitempty"`
 	} `json:"engine"`
+	// Telegram binds Telegram bots to tenants (telegram.go). It is read
+	// strictly, apart from the rest, by ParseManifest.
+	Telegram TelegramSection `json:"-"`
 
 	span span.Span
 }
@@ -162,6 +168,33 @@ func refuse(code, format string, a ...any) *Refusal {
 	return &Refusal{Code: code, Message: fmt.Sprintf(format, a...)}
 }
 
+// ParseManifest reads a manifest's metadata and checks it (Check): a
+// *ManifestError names the field at fault. `logline seed` checks the seeded
+// manifest with it before appending anything.
+func ParseManifest(metadata json.RawMessage) (*Manifest, error) {
+	m := &Manifest{}
+	if len(metadata) == 0 {
+		return m, nil
+	}
+	if err := json.Unmarshal(metadata, m); err != nil {
+		return nil, err
+	}
+	var sections struct {
+		Telegram json.RawMessage `json:"telegram"`
+	}
+	if err := json.Unmarshal(metadata, &sections); err != nil {
+		return nil, err
+	}
+	var err error
+	if m.Telegram, err = decodeTelegram(sections.Telegram); err != nil {
+		return nil, err
+	}
+	if err := m.Check(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // LoadManifest reads the latest version of the manifest. The manifest is
 // trusted only if it verifies; a manifest whose hash does not match refuses
 // everything.
@@ -176,12 +209,17 @@ func (h *Host) LoadManifest(ctx context.Context) (*Manifest, error) {
 	if err := h.verify(&s); err != nil {
 		return nil, refuse(abi.CodeHashMismatch, "manifest %s seq %d does not verify: %v", s.ID, s.Seq, err)
 	}
-	m := &Manifest{span: s}
-	if len(s.Metadata) > 0 {
-		if err := json.Unmarshal(s.Metadata, m); err != nil {
-			return nil, fmt.Errorf("manifest %s seq %d: malformed metadata: %w", s.ID, s.Seq, err)
+	m, err := ParseManifest(s.Metadata)
+	if err != nil {
+		var fe *ManifestError
+		if errors.As(err, &fe) {
+			// A manifest that does not check refuses everything, as one
+			// that does not verify does: nothing runs on half a manifest.
+			return nil, refuse(CodeInvalidManifest, "manifest %s seq %d: %v", s.ID, s.Seq, fe)
 		}
+		return nil, fmt.Errorf("manifest %s seq %d: malformed metadata: %w", s.ID, s.Seq, err)
 	}
+	m.span = s
 	// Also at run time: a later manifest that names the node key stops
 	// everything that reads it rather than letting the host's seal count.
 	if err := m.CheckAuthority(h.ledger.NodeKey()); err != nil {

@@ -109,11 +109,19 @@ export interface HTTPRequest {
   url: string;
   headers?: { [name: string]: string };
   body?: string;
+  /** A host variable in the manifest's provider_secrets; the guest never sees its value. */
+  auth_env?: string;
+  /** Where auth_env's value goes: a bearer header (default), or the URL's path in place of `{auth}`. */
+  auth_in?: 'header' | 'path';
+  /** Shortens the call's deadline. */
+  timeout_ms?: number;
 }
 export interface HTTPResponse {
   status: number;
   headers?: { [name: string]: string };
   body: string;
+  /** The call's wall time, measured by the host. */
+  duration_ms: number;
 }
 
 /** Bytes: a string is hashed as its UTF-8. */
