@@ -33,9 +33,14 @@ const res = await build({
   entryNames: "app-[hash]",
   chunkNames: "chunk-[hash]",
   assetNames: "[name]-[hash]",
-  alias: { "@logline/client": join(root, "host/api/client/src/index.ts") },
-  // The client's own imports (openapi-fetch) resolve from this recipe's
-  // node_modules: one pinned set of dependencies.
+  // The client's own import (openapi-fetch) resolves to this recipe's
+  // node_modules, never to host/api/client/node_modules (there when the
+  // client's tests or make client ran): one pinned set of dependencies, and
+  // output names that do not depend on what else is installed.
+  alias: {
+    "@logline/client": join(root, "host/api/client/src/index.ts"),
+    "openapi-fetch": join(here, "node_modules/openapi-fetch"),
+  },
   nodePaths: [join(here, "node_modules")],
   metafile: true,
   logLevel: "warning",
