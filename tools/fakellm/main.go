@@ -8,17 +8,12 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/logline/logline/tools/fakellm/standin"
+	"github.com/logline/logline/tools/internal/serve"
 )
 
 func main() {
@@ -42,34 +37,7 @@ func main() {
 		s.Load(rules)
 	}
 
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fakellm:", err)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		// Requests inherit ctx, so a signal also ends the scripted delays.
-		BaseContext: func(net.Listener) context.Context { return ctx },
-	}
-	fmt.Printf("fakellm listening on http://%s\n", ln.Addr())
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		fmt.Fprintln(os.Stderr, "fakellm:", err)
-		os.Exit(1)
-	case <-ctx.Done():
-	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil {
-		_ = srv.Close()
-	}
+	serve.Main("fakellm", *addr, s)
 }
 
 func loadScript(path string) ([]standin.Rule, error) {

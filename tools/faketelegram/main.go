@@ -10,18 +10,14 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
-	"time"
 
 	"github.com/logline/logline/tools/faketelegram/standin"
+	"github.com/logline/logline/tools/internal/serve"
 )
 
 func main() {
@@ -34,47 +30,21 @@ func main() {
 		os.Exit(2)
 	}
 	s := standin.New(*token)
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "faketelegram:", err)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	printed := 0
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.ServeHTTP(w, r)
-			// One line per sendMessage, in order (handlers may overlap).
-			sent := s.Sent()
-			for ; printed < len(sent); printed++ {
-				m := sent[printed]
-				fmt.Printf("sendMessage chat_id=%s reply_to=%d status=%d text=%s\n", m.ChatID, m.ReplyTo, m.Status, strconv.Quote(m.Text))
-			}
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.ServeHTTP(w, r)
+		// One line per sendMessage, in order (handlers may overlap).
+		sent := s.Sent()
+		for ; printed < len(sent); printed++ {
+			m := sent[printed]
+			fmt.Printf("sendMessage chat_id=%s reply_to=%d status=%d text=%s\n", m.ChatID, m.ReplyTo, m.Status, strconv.Quote(m.Text))
+		}
+	})
 	// Serialize the handler: printing keeps its own position in Sent.
-	inner := srv.Handler
 	sem := make(chan struct{}, 1)
-	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serve.Main("faketelegram", *addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sem <- struct{}{}
 		defer func() { <-sem }()
-		inner.ServeHTTP(w, r)
-	})
-	fmt.Printf("faketelegram listening on http://%s\n", ln.Addr())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		fmt.Fprintln(os.Stderr, "faketelegram:", err)
-		os.Exit(1)
-	case <-ctx.Done():
-	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil {
-		_ = srv.Close()
-	}
+		h.ServeHTTP(w, r)
+	}))
 }

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/logline/logline/tools/internal/serve"
 )
 
 const (
@@ -292,7 +294,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case "/v1/models":
 		if s.method(w, r, apiOpenAI, http.MethodGet) && s.authorized(w, r) {
-			writeJSON(w, http.StatusOK, modelList)
+			serve.WriteJSON(w, http.StatusOK, modelList)
 		}
 	case "/api/chat":
 		if s.method(w, r, apiOllama, http.MethodPost) {
@@ -330,7 +332,7 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 	if s.want == nil || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), s.want) == 1 {
 		return true
 	}
-	writeJSON(w, http.StatusUnauthorized, errorBody{errorDetail{
+	serve.WriteJSON(w, http.StatusUnauthorized, errorBody{errorDetail{
 		Message: "Incorrect API key provided. Send Authorization: Bearer <key>.",
 		Type:    "invalid_request_error",
 		Code:    "invalid_api_key",
@@ -394,9 +396,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, api string) {
 			out = words(rep.Content)
 		}
 		if api == apiOllama {
-			writeJSON(w, http.StatusOK, ollamaAnswer(req, rep, in, out))
+			serve.WriteJSON(w, http.StatusOK, ollamaAnswer(req, rep, in, out))
 		} else {
-			writeJSON(w, http.StatusOK, openAIAnswer(req, rep, idx, in, out))
+			serve.WriteJSON(w, http.StatusOK, openAIAnswer(req, rep, idx, in, out))
 		}
 	}
 }
@@ -758,22 +760,10 @@ type errorDetail struct {
 // {"error":{"message","type"}}, or Ollama's {"error":"message"}.
 func writeError(w http.ResponseWriter, api string, status int, typ, msg string) {
 	if api == apiOllama {
-		writeJSON(w, status, struct {
+		serve.WriteJSON(w, status, struct {
 			Error string `json:"error"`
 		}{msg})
 		return
 	}
-	writeJSON(w, status, errorBody{errorDetail{Message: msg, Type: typ}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil { // cannot happen for the types above
-		panic(err)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	serve.WriteJSON(w, status, errorBody{errorDetail{Message: msg, Type: typ}})
 }

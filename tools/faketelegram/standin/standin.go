@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"unicode/utf8"
+
+	"github.com/logline/logline/tools/internal/serve"
 )
 
 const (
@@ -180,7 +182,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.hookURL, s.secret = "", ""
 		s.mu.Unlock()
-		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "result": true, "description": "Webhook was deleted"})
+		serve.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "result": true, "description": "Webhook was deleted"})
 	case "getwebhookinfo":
 		url, _ := s.Webhook()
 		ok200(w, map[string]any{"url": url, "has_custom_certificate": false, "pending_update_count": 0})
@@ -302,7 +304,7 @@ func (s *Server) setWebhook(w http.ResponseWriter, p params) {
 	if url == "" {
 		desc = "Webhook was deleted"
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "result": true, "description": desc})
+	serve.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "result": true, "description": desc})
 }
 
 // params are a call's parameters, each as raw JSON.
@@ -375,23 +377,11 @@ func readParams(w http.ResponseWriter, r *http.Request) (params, error) {
 }
 
 func ok200(w http.ResponseWriter, result any) {
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "result": result})
+	serve.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "result": result})
 }
 
 func fail(w http.ResponseWriter, status int, description string) {
-	writeJSON(w, status, map[string]any{"ok": false, "error_code": status, "description": description})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil { // cannot happen for the maps above
-		panic(err)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	serve.WriteJSON(w, status, map[string]any{"ok": false, "error_code": status, "description": description})
 }
 
 // TextUpdate is an Update as Telegram sends it for a text message from a
