@@ -38,20 +38,12 @@ that principal may see.`,
 			none := len(ids) > 0 && rep.Checked == 0
 			ok := rep.OK() && !none
 			if a.json {
-				type failure struct {
-					ID     string `json:"id"`
-					Seq    int32  `json:"seq"`
-					Reason string `json:"reason"`
-				}
 				out := struct {
-					OK       bool      `json:"ok"`
-					Checked  int       `json:"checked"`
-					Signed   int       `json:"signed"`
-					Failures []failure `json:"failures"`
-				}{OK: ok, Checked: rep.Checked, Signed: rep.Signed, Failures: []failure{}}
-				for _, f := range rep.Failures {
-					out.Failures = append(out.Failures, failure{f.ID, f.Seq, f.Reason})
-				}
+					OK       bool             `json:"ok"`
+					Checked  int              `json:"checked"`
+					Signed   int              `json:"signed"`
+					Failures []ledger.Failure `json:"failures"`
+				}{OK: ok, Checked: rep.Checked, Signed: rep.Signed, Failures: append([]ledger.Failure{}, rep.Failures...)}
 				if err := a.writeJSON(out); err != nil {
 					return err
 				}

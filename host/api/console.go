@@ -328,28 +328,21 @@ func (s *Server) verifyLedger(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	type failure struct {
-		ID     string `json:"id"`
-		Seq    int32  `json:"seq"`
-		Reason string `json:"reason"`
-	}
 	out := struct {
-		OK       bool      `json:"ok"`
-		Checked  int       `json:"checked"`
-		Signed   int       `json:"signed"`
-		Failures []failure `json:"failures"`
-		Next     string    `json:"next"`
-		More     bool      `json:"more"`
-	}{OK: true, Failures: []failure{}, Next: page.Next.String(), More: len(page.Items) == f.Limit}
+		OK       bool             `json:"ok"`
+		Checked  int              `json:"checked"`
+		Signed   int              `json:"signed"`
+		Failures []ledger.Failure `json:"failures"`
+		Next     string           `json:"next"`
+		More     bool             `json:"more"`
+	}{OK: true, Failures: []ledger.Failure{}, Next: page.Next.String(), More: len(page.Items) == f.Limit}
 	if len(page.Items) > 0 {
 		rep, err := s.l.Verify(ctx, p, ledger.Scope{After: f.After, Until: page.Next})
 		if err != nil {
 			return err
 		}
 		out.OK, out.Checked, out.Signed = rep.OK(), rep.Checked, rep.Signed
-		for _, x := range rep.Failures {
-			out.Failures = append(out.Failures, failure{x.ID, x.Seq, x.Reason})
-		}
+		out.Failures = append(out.Failures, rep.Failures...)
 	} else if f.After != (ledger.Cursor{}) {
 		out.Next = f.After.String()
 	}

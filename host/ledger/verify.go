@@ -21,9 +21,9 @@ type Scope struct {
 
 // Failure names a span that failed verification and why.
 type Failure struct {
-	ID     string
-	Seq    int32
-	Reason string
+	ID     string `json:"id"`
+	Seq    int32  `json:"seq"`
+	Reason string `json:"reason"`
 }
 
 func (f Failure) String() string { return fmt.Sprintf("%s seq %d: %s", f.ID, f.Seq, f.Reason) }
