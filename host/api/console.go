@@ -41,11 +41,13 @@ type asset struct {
 	body, gz []byte
 	ctype    string
 	etag     string
+	csp      string
 	hashed   bool // the name carries a content hash: cache it for good
 }
 
-// loadAssets reads every file of fsys (the embedded console and examples).
-func loadAssets(fsys fs.FS) (map[string]*asset, error) {
+// loadAssets reads every file of fsys (the embedded console, the
+// examples), each to be served under csp.
+func loadAssets(fsys fs.FS, csp string) (map[string]*asset, error) {
 	out := map[string]*asset{}
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -65,18 +67,18 @@ func loadAssets(fsys fs.FS) (map[string]*asset, error) {
 			ct = "application/octet-stream"
 		}
 		out["/"+p] = &asset{body: b, gz: gz.Bytes(), ctype: ct, etag: `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`,
-			hashed: strings.HasPrefix(p, "assets/")}
+			csp: csp, hashed: strings.HasPrefix(p, "assets/")}
 		return nil
 	})
 	return out, err
 }
 
 // serveAsset answers GET/HEAD for an embedded file: gzip when the client
-// takes it, the CSP and nosniff on every answer, a revalidation for
+// takes it, its CSP and nosniff on every answer, a revalidation for
 // index.html and year-long caching for the hashed assets.
 func serveAsset(c echo.Context, a *asset) error {
 	h := c.Response().Header()
-	h.Set("Content-Security-Policy", consoleCSP)
+	h.Set("Content-Security-Policy", a.csp)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
@@ -115,7 +117,7 @@ var consoleRoutes = []string{"/", "/assets/*"}
 
 // registerConsole serves the console at / (index.html) and /assets/.
 func (s *Server) registerConsole(e *echo.Echo) error {
-	assets, err := loadAssets(console.Assets())
+	assets, err := loadAssets(console.Assets(), consoleCSP)
 	if err != nil {
 		return fmt.Errorf("api: reading the console's assets: %w", err)
 	}

@@ -326,10 +326,11 @@ var routes = []op{
 	},
 }
 
-// register adds every route of the table to e, each behind its parameter
-// check (paramChecker) and its token check (unless public).
-func (s *Server) register(e *echo.Echo) error {
-	for _, o := range routes {
+// register adds every route of ops to e, each behind its parameter check
+// (paramChecker) and, unless public, auth: the API's routes with
+// authenticate, the HTML adapter's with ssrAuthenticate.
+func (s *Server) register(e *echo.Echo, ops []op, auth echo.MiddlewareFunc) error {
+	for _, o := range ops {
 		h := o.handle
 		pc, err := newParamChecker(o)
 		if err != nil {
@@ -337,7 +338,7 @@ func (s *Server) register(e *echo.Echo) error {
 		}
 		mw := []echo.MiddlewareFunc{pc.middleware}
 		if !o.public {
-			mw = append(mw, s.authenticate)
+			mw = append(mw, auth)
 		}
 		e.Add(o.method, o.path, func(c echo.Context) error { return h(s, c) }, mw...)
 	}

@@ -90,7 +90,8 @@ type Server struct {
 	m    *metrics
 	doc  []byte
 
-	signins signins // open sign-in links (SigninLink)
+	signins  signins           // open sign-in links (SigninLink)
+	examples map[string]*asset // the HTML adapter's example page and its files (ssr.go)
 
 	listening atomic.Bool // the notice listener is connected
 	polling   atomic.Bool // ... and polls: ledger notifications are off or unavailable
@@ -163,10 +164,13 @@ func New(cfg Config) (*Server, error) {
 			MaxAge:        600,
 		}))
 	}
-	if err := s.register(e); err != nil {
+	if err := s.register(e, routes, s.authenticate); err != nil {
 		return nil, err
 	}
-	if err := s.registerSSR(e); err != nil { // the HTML adapter, outside the API's table (ssr.go)
+	if s.examples, err = loadAssets(examplesFS, examplesCSP); err != nil {
+		return nil, fmt.Errorf("api: reading the examples: %w", err)
+	}
+	if err := s.register(e, ssrRoutes, s.ssrAuthenticate); err != nil { // the HTML adapter, outside the API's table (ssr.go)
 		return nil, err
 	}
 	if err := s.registerConsole(e); err != nil {

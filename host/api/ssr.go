@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"html/template"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"path"
@@ -80,22 +79,6 @@ func isSSRRoute(path string) bool {
 // problems are HTML fragments.
 func isSSRPath(p string) bool {
 	return strings.HasPrefix(p, "/ssr/") || p == "/ssr" || strings.HasPrefix(p, "/examples/")
-}
-
-func (s *Server) registerSSR(e *echo.Echo) error {
-	for _, o := range ssrRoutes {
-		h := o.handle
-		pc, err := newParamChecker(o)
-		if err != nil {
-			return err
-		}
-		mw := []echo.MiddlewareFunc{pc.middleware}
-		if !o.public {
-			mw = append(mw, s.ssrAuthenticate)
-		}
-		e.Add(o.method, o.path, func(c echo.Context) error { return h(s, c) }, mw...)
-	}
-	return nil
 }
 
 // ssrAuthenticate takes a bearer header or, failing that, the session
@@ -399,20 +382,11 @@ func (s *Server) exampleFile(c echo.Context) error {
 }
 
 func (s *Server) serveExample(c echo.Context, name string) error {
-	b, err := fs.ReadFile(examplesFS, name)
-	if err != nil {
+	a := s.examples["/"+name]
+	if a == nil {
 		return fail(codeNotFound, "file", "no example file %s", quoteShort(path.Base(name)))
 	}
-	ct := map[string]string{".html": mimeHTML, ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}[path.Ext(name)]
-	if ct == "" {
-		ct = "text/plain; charset=utf-8"
-	}
-	h := c.Response().Header()
-	h.Set("Content-Security-Policy", examplesCSP)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set(echo.HeaderCacheControl, "no-cache")
-	return c.Blob(http.StatusOK, ct, b)
+	return serveAsset(c, a)
 }
 
 // shortID is an id's last 8 characters: ids are UUIDv7, whose leading
