@@ -1,12 +1,16 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/logline/logline/host/span"
 )
@@ -96,11 +100,10 @@ func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([
 		}
 	}
 
-	// Pass 3: seal and insert, overlapped. One goroutine seals the spans in
-	// order (signing is the costly part) while this one streams each sealed
-	// span to the server in a pipeline, so Postgres inserts span i while span
-	// i+1 is being signed. Everything before the pipeline's one Sync is one
-	// implicit transaction: all of it commits, or none.
+	// Pass 3: seal (in parallel: signing is the costly part), then insert
+	// every span in one statement, so the ledger's trigger runs once for
+	// the batch (migrations/009), in one implicit transaction with the
+	// principal: all of it commits, or none.
 	seal := func(i int) error {
 		s := &out[i]
 		if s.Signature != "" {
@@ -127,7 +130,43 @@ func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([
 		}
 		return nil
 	}
-	if err := l.insert(ctx, p, out, seal); err != nil {
+	// A version whose predecessor is in the batch is sealed after it (its
+	// prev_hash is the predecessor's curr_hash): each chain of one id is
+	// sealed in order by one worker, chains in parallel.
+	chains := make([][]int, 0, len(out))
+	chainOf := map[string]int{}
+	for i := range out {
+		s := &out[i]
+		if s.Seq > 0 {
+			if _, ok := inBatch[ref{s.ID, s.Seq - 1}]; ok {
+				c := chainOf[s.ID]
+				chains[c] = append(chains[c], i)
+				continue
+			}
+		}
+		chainOf[s.ID] = len(chains)
+		chains = append(chains, []int{i})
+	}
+	for _, c := range chains {
+		slices.SortFunc(c, func(a, b int) int { return cmp.Compare(out[a].Seq, out[b].Seq) })
+	}
+	if err := parallel(len(chains), func(c int) error {
+		for _, i := range chains[c] {
+			if err := seal(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	b, _ := l.batch(p)
+	if len(out) == 1 {
+		b.Queue(insertSpan, textParams(&out[0])...)
+	} else {
+		b.Queue(insertSpans, columnArrays(out)...)
+	}
+	if err := l.send(ctx, b); err != nil {
 		if len(out) == 1 {
 			return nil, fmt.Errorf("error appending span %s seq %d: %w", out[0].ID, out[0].Seq, err)
 		}
@@ -136,91 +175,36 @@ func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([
 	return out, nil
 }
 
-// insert seals (with seal, in order, on its own goroutine) and inserts spans
-// in one pipelined implicit transaction on one connection.
-func (l *Ledger) insert(ctx context.Context, p Principal, spans []span.Span, seal func(int) error) error {
-	if len(spans) == 1 {
-		// Nothing to overlap: seal, then one pipelined batch (the principal
-		// and the INSERT in a single round trip).
-		if err := seal(0); err != nil {
-			return err
+// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines and returns the
+// error of the lowest i that failed, as a sequential loop would (every fn
+// runs; they are cheap to finish). Few items run on the caller's goroutine.
+func parallel(n int, fn func(int) error) error {
+	workers := min(runtime.GOMAXPROCS(0), n/8)
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			if err := fn(i); err != nil {
+				return err
+			}
 		}
-		b, err := l.batch(p)
+		return nil
+	}
+	errs := make([]error, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				errs[i] = fn(i)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return err
 		}
-		b.Queue(insertSpan, textParams(&spans[0])...)
-		return l.send(ctx, b)
 	}
-	sealed := make(chan error, len(spans))
-	go func() {
-		for i := range spans {
-			sealed <- seal(i)
-		}
-	}()
-
-	conn, err := l.pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Release()
-	c := conn.Conn()
-	// Prepared once per connection (pgx caches them by name).
-	setSD, err := c.Prepare(ctx, "logline_set_principal", setPrincipal)
-	if err != nil {
-		return mapError(err)
-	}
-	insSD, err := c.Prepare(ctx, "logline_insert_span", insertSpan)
-	if err != nil {
-		return mapError(err)
-	}
-	pl := c.PgConn().StartPipeline(ctx)
-	pl.SendQueryStatement(setSD, [][]byte{[]byte(ServingRole), []byte(p.Tenant), []byte(p.User), []byte(p.Kind)}, nil, nil)
-	if err := pl.Flush(); err != nil {
-		return err
-	}
-	for i := range spans {
-		if err := <-sealed; err != nil {
-			// Nothing was synced, so nothing can commit: closing the
-			// unsynced pipeline closes the connection, and the server
-			// rolls the transaction back.
-			_ = pl.Close()
-			return err
-		}
-		pl.SendQueryStatement(insSD, textArgs(&spans[i]), nil, nil)
-		if err := pl.Flush(); err != nil {
-			return err
-		}
-	}
-	if err := pl.Sync(); err != nil {
-		return err
-	}
-	var first error
-	for {
-		res, err := pl.GetResults()
-		if err != nil {
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		switch r := res.(type) {
-		case *pgconn.ResultReader:
-			if _, err := r.Close(); err != nil && first == nil {
-				first = err
-			}
-			continue
-		case *pgconn.PipelineSync:
-		case nil:
-		default:
-			continue
-		}
-		break
-	}
-	if err := pl.Close(); err != nil && first == nil {
-		first = err
-	}
-	return mapError(first)
+	return nil
 }
 
 // prepare readies one span of an Append: unsigned spans lose whatever

@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/logline/logline/host/ledger"
@@ -175,3 +179,150 @@ func benchAppend(b *testing.B, bb *testBundle, suffix string) float64 {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// seedSchema is the seed's table exactly as Bluebook §1 writes it (per-row
+// row_to_json NOTIFY, per-row append-only trigger, GIN indexes), in a schema
+// of its own: the baseline the concurrent batch benchmark is held to.
+const seedSchema = `
+CREATE SCHEMA seed;
+CREATE TABLE seed.universal_registry (
+  id uuid NOT NULL, seq integer NOT NULL, entity_type text NOT NULL, who text NOT NULL, did text, "this" text NOT NULL,
+  at timestamptz NOT NULL DEFAULT now(), parent_id uuid, related_to uuid[], owner_id text, tenant_id text,
+  visibility text NOT NULL DEFAULT 'private', status text, is_deleted boolean NOT NULL DEFAULT false,
+  name text, description text, code text, language text, runtime text, input jsonb, output jsonb, error jsonb,
+  duration_ms integer, trace_id text, prev_hash text, curr_hash text, signature text, public_key text, metadata jsonb,
+  PRIMARY KEY (id, seq),
+  CONSTRAINT ck_visibility CHECK (visibility IN ('private','tenant','public')),
+  CONSTRAINT ck_append_only CHECK (seq >= 0));
+CREATE FUNCTION seed.no_updates() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'Append-only table: updates/deletes are not allowed.'; END; $$;
+CREATE TRIGGER ur_no_update BEFORE UPDATE OR DELETE ON seed.universal_registry FOR EACH ROW EXECUTE FUNCTION seed.no_updates();
+CREATE FUNCTION seed.notify_timeline() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('timeline_updates', row_to_json(NEW)::text); RETURN NEW; END; $$;
+CREATE TRIGGER ur_notify_insert AFTER INSERT ON seed.universal_registry FOR EACH ROW EXECUTE FUNCTION seed.notify_timeline();
+CREATE INDEX ON seed.universal_registry (at DESC);
+CREATE INDEX ON seed.universal_registry (entity_type, at DESC);
+CREATE INDEX ON seed.universal_registry (owner_id, tenant_id);
+CREATE INDEX ON seed.universal_registry (trace_id);
+CREATE INDEX ON seed.universal_registry (parent_id);
+CREATE INDEX ON seed.universal_registry USING GIN (related_to);
+CREATE INDEX ON seed.universal_registry USING GIN (metadata);
+ALTER TABLE seed.universal_registry ENABLE ROW LEVEL SECURITY;`
+
+// rawInsertMany is a raw n-row INSERT of sealedRow's values into table.
+func rawInsertMany(table string, n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO ` + table + ` (id, seq, entity_type, who, did, "this", at, owner_id, tenant_id,
+	visibility, status, name, code, language, runtime, input, metadata, curr_hash, signature, public_key) VALUES `)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("($" + strconv.Itoa(i*19+1) + ", 0")
+		for c := 2; c <= 19; c++ {
+			b.WriteString(", $" + strconv.Itoa(i*19+c))
+		}
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// concurrently runs work(w, i) for i < per on each of workers goroutines
+// and returns the wall time of the whole.
+func concurrently(t testing.TB, workers, per int, work func(w, i int) error) time.Duration {
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Go(func() {
+			for i := 0; i < per; i++ {
+				if err := work(w, i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	d := time.Since(start)
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	return d
+}
+
+// BenchmarkAppendConcurrent prints the 8-writer comparisons of issue 15 on
+// the tests' non-durable server (fsync off, as the issue's table was
+// measured): 100-span Appends against the seed schema's raw 100-row INSERT,
+// and single-span Appends against raw single-row INSERTs into our own
+// table. Each compares in interleaved rounds, so drift hits both alike;
+// the raw rows are sealed before their clock starts, ours are sealed by
+// Append inside it (that is the host's work).
+func BenchmarkAppendConcurrent(b *testing.B) {
+	ctx := context.Background()
+	bb := setup(b)
+	_, err := bb.admin.Exec(ctx, seedSchema)
+	require.NoError(b, err)
+	cfg, err := pgxpool.ParseConfig(bb.url)
+	require.NoError(b, err)
+	cfg.MaxConns = 16
+	raw, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(b, err)
+	defer raw.Close()
+	const workers, size = 8, 100
+	p := ledger.User("A", "alice")
+	for i := 0; i < b.N; i++ {
+		rawMany := rawInsertMany("seed.universal_registry", size)
+		var ours, seed time.Duration
+		var n int
+		for round := 0; round < 4; round++ {
+			const per = 8 // batches per writer and round
+			args := make([][]any, workers*per)
+			for j := range args {
+				for k := 0; k < size; k++ {
+					args[j] = append(args[j], sealedRow(b, bb.key, benchSpan(k))...)
+				}
+			}
+			d := concurrently(b, workers, per, func(w, i int) error {
+				_, err := raw.Exec(ctx, rawMany, args[w*per+i]...)
+				return err
+			})
+			ours1 := concurrently(b, workers, per, func(w, i int) error {
+				spans := make([]span.Span, size)
+				for k := range spans {
+					spans[k] = benchSpan(k)
+				}
+				_, err := bb.ledger.Append(ctx, p, spans...)
+				return err
+			})
+			if round > 0 { // the first round warms both up
+				seed, ours, n = seed+d, ours+ours1, n+workers*per*size
+			}
+		}
+		fmt.Printf("BENCH ledger_append_batch100_c8 ours=%.0f baseline=%.0f unit=spans/s better=higher\n",
+			float64(n)/ours.Seconds(), float64(n)/seed.Seconds())
+
+		ours, seed, n = 0, 0, 0
+		for round := 0; round < 4; round++ {
+			const per = 250
+			args := make([][]any, workers*per)
+			for j := range args {
+				args[j] = sealedRow(b, bb.key, benchSpan(j))
+			}
+			d := concurrently(b, workers, per, func(w, i int) error {
+				_, err := raw.Exec(ctx, rawInsert, args[w*per+i]...)
+				return err
+			})
+			ours1 := concurrently(b, workers, per, func(w, i int) error {
+				_, err := bb.ledger.Append(ctx, p, benchSpan(i))
+				return err
+			})
+			if round > 0 {
+				seed, ours, n = seed+d, ours+ours1, n+workers*per
+			}
+		}
+		fmt.Printf("BENCH ledger_append_single_c8 ours=%.0f baseline=%.0f unit=rows/s better=higher\n",
+			float64(n)/ours.Seconds(), float64(n)/seed.Seconds())
+	}
+}

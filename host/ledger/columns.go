@@ -25,7 +25,65 @@ var (
 
 	selectColumns = strings.Join(selectCols, ", ")
 	insertSpan    = `INSERT INTO ledger.universal_registry (` + strings.Join(spanCols, ", ") + `) VALUES (` + placeholders(len(spanCols)) + `)`
+	// insertSpans inserts many spans in one statement: one text[] per
+	// column (columnArrays), each element cast to its column's type as the
+	// single-row INSERT's text parameters are. (Arrays of the columns' own
+	// types would not do: unnest flattens related_to's uuid[][].)
+	insertSpans = `INSERT INTO ledger.universal_registry (` + strings.Join(spanCols, ", ") + `) SELECT ` + columnCasts() +
+		` FROM unnest(` + arrayPlaceholders(len(spanCols)) + `) AS u(` + unnestNames(len(spanCols)) + `)`
 )
+
+// spanColTypes are spanCols' SQL types, in order.
+var spanColTypes = []string{"uuid", "int", "text", "text", "text", "text", "timestamptz", "uuid", "uuid[]",
+	"text", "text", "text", "text", "boolean", "text", "text", "text", "text",
+	"text", "jsonb", "jsonb", "jsonb", "int", "text", "text", "text", "text",
+	"text", "jsonb"}
+
+func columnCasts() string {
+	c := make([]string, len(spanColTypes))
+	for i, t := range spanColTypes {
+		c[i] = "c" + strconv.Itoa(i+1) + "::" + t
+	}
+	return strings.Join(c, ", ")
+}
+
+func arrayPlaceholders(n int) string {
+	p := make([]string, n)
+	for i := range p {
+		p[i] = "$" + strconv.Itoa(i+1) + "::text[]"
+	}
+	return strings.Join(p, ", ")
+}
+
+func unnestNames(n int) string {
+	p := make([]string, n)
+	for i := range p {
+		p[i] = "c" + strconv.Itoa(i+1)
+	}
+	return strings.Join(p, ", ")
+}
+
+// columnArrays lists spans' values column by column (insertSpans' text[]
+// parameters), in textArgs' text format; NULL is nil.
+func columnArrays(spans []span.Span) []any {
+	cols := make([][]*string, len(spanCols))
+	for c := range cols {
+		cols[c] = make([]*string, len(spans))
+	}
+	for i := range spans {
+		for c, v := range textArgs(&spans[i]) {
+			if v != nil {
+				s := string(v)
+				cols[c][i] = &s
+			}
+		}
+	}
+	out := make([]any, len(cols))
+	for c := range cols {
+		out[c] = cols[c]
+	}
+	return out
+}
 
 // prefixed qualifies the select columns with a table alias.
 func prefixed(alias string) string {

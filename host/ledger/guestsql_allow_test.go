@@ -573,7 +573,7 @@ func TestGuestSQLLocksRevoked(t *testing.T) {
 	require.JSONEq(t, `{"one":1}`, string(res.Rows[0]))
 
 	var owner string
-	require.NoError(t, b.admin.QueryRow(ctx, `SELECT proowner::regrole::text FROM pg_proc WHERE oid = 'ledger.before_insert()'::regprocedure`).Scan(&owner))
+	require.NoError(t, b.admin.QueryRow(ctx, `SELECT proowner::regrole::text FROM pg_proc WHERE oid = 'ledger.after_insert()'::regprocedure`).Scan(&owner))
 	rows, err := b.admin.Query(ctx, `SELECT p.oid::regprocedure::text,
 			has_function_privilege('logline_guest', p.oid, 'EXECUTE'),
 			has_function_privilege('logline_app', p.oid, 'EXECUTE'),

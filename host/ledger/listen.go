@@ -12,8 +12,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Channel is the NOTIFY channel the insert trigger signals on. Payloads are
-// "<id>/<seq>": ids only, so rows of any size can be announced.
+// Channel is the NOTIFY channel the insert trigger signals on, once per
+// statement. Payloads are "<id>/<seq>" of each row inserted, separated by
+// spaces (at most 150 a payload): ids only, so rows of any size can be
+// announced.
 const Channel = "logline_spans"
 
 // Notice is one NOTIFY from the ledger, or one row a poll found. Gap is set
@@ -134,12 +136,16 @@ func pump(ctx context.Context, conn *pgx.Conn, fn func(Notice)) error {
 		if nf.Channel != Channel {
 			continue
 		}
-		id, seq, ok := strings.Cut(nf.Payload, "/")
-		s, err := strconv.ParseInt(seq, 10, 32)
-		if !ok || err != nil {
-			continue // not ours; ignore rather than drop the connection
+		// One NOTIFY per statement (migrations/009): the rows it inserted,
+		// space-separated, in commit order.
+		for item := range strings.FieldsSeq(nf.Payload) {
+			id, seq, ok := strings.Cut(item, "/")
+			s, err := strconv.ParseInt(seq, 10, 32)
+			if !ok || err != nil {
+				continue // not ours; ignore rather than drop the connection
+			}
+			fn(Notice{ID: id, Seq: int32(s)})
 		}
-		fn(Notice{ID: id, Seq: int32(s)})
 	}
 }
 
