@@ -33,10 +33,21 @@ const MaxBatch = 1000
 // are checked. Any other span is sealed by the host: at is stamped now,
 // prev_hash is linked to the previous version, and curr_hash and, with a
 // node key, signature and public_key are computed.
+//
+// Concurrent single-span Appends of one principal may be committed together
+// (group.go): each still gets its own span or its own error.
 func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([]span.Span, error) {
 	if err := checkBatch(p, len(spans)); err != nil {
 		return nil, err
 	}
+	if len(spans) == 1 && l.group.inflight > 0 {
+		return l.appendGrouped(ctx, p, spans[0])
+	}
+	return l.appendBatch(ctx, p, spans...)
+}
+
+// appendBatch is Append of spans as one transaction.
+func (l *Ledger) appendBatch(ctx context.Context, p Principal, spans ...span.Span) ([]span.Span, error) {
 	out := make([]span.Span, len(spans))
 	copy(out, spans)
 	now := span.FormatTime(l.now())
@@ -133,19 +144,26 @@ func (l *Ledger) Append(ctx context.Context, p Principal, spans ...span.Span) ([
 	// A version whose predecessor is in the batch is sealed after it (its
 	// prev_hash is the predecessor's curr_hash): each chain of one id is
 	// sealed in order by one worker, chains in parallel.
-	chains := make([][]int, 0, len(out))
-	chainOf := map[string]int{}
+	// (A chain is named by its first version in the batch, wherever in
+	// the batch each version is.)
+	chainOf := map[int]int{} // first version's index -> chain
+	var chains [][]int
 	for i := range out {
-		s := &out[i]
-		if s.Seq > 0 {
-			if _, ok := inBatch[ref{s.ID, s.Seq - 1}]; ok {
-				c := chainOf[s.ID]
-				chains[c] = append(chains[c], i)
-				continue
+		root := i
+		for out[root].Seq > 0 {
+			j, ok := inBatch[ref{out[root].ID, out[root].Seq - 1}]
+			if !ok {
+				break
 			}
+			root = j
 		}
-		chainOf[s.ID] = len(chains)
-		chains = append(chains, []int{i})
+		c, ok := chainOf[root]
+		if !ok {
+			c = len(chains)
+			chainOf[root] = c
+			chains = append(chains, nil)
+		}
+		chains[c] = append(chains[c], i)
 	}
 	for _, c := range chains {
 		slices.SortFunc(c, func(a, b int) int { return cmp.Compare(out[a].Seq, out[b].Seq) })

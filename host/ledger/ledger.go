@@ -39,6 +39,8 @@ type Ledger struct {
 
 	notify Notify // how Listen learns what committed (listen.go)
 
+	group grouper // single-span Appends committed together (group.go)
+
 	// leases is the pool TryLock takes its connections from: a lease
 	// keeps its connection for as long as it is held, so leases must not
 	// starve the statements of the pool (a kernel holding a lease still
@@ -71,7 +73,7 @@ func WithClock(now func() time.Time) Option { return func(l *Ledger) { l.now = n
 
 // New wraps an existing pool. Close does not close it.
 func New(pool *pgxpool.Pool, opts ...Option) *Ledger {
-	l := &Ledger{pool: pool, now: time.Now}
+	l := &Ledger{pool: pool, now: time.Now, group: grouper{inflight: DefaultGroupInflight}}
 	for _, o := range opts {
 		o(l)
 	}

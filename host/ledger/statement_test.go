@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -156,4 +157,48 @@ func TestBatchNotifiesEveryRow(t *testing.T) {
 			t.Fatalf("notice %d of %d did not arrive", i, len(out))
 		}
 	}
+}
+
+// Concurrent single-span Appends of one principal are committed together
+// when they queue (group.go), yet each caller gets its own span, and a
+// caller whose span is refused fails alone: the others are written.
+func TestGroupCommitKeepsEachCallersVerdict(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := ctxT(t)
+	p := ledger.User("A", "alice")
+	base, err := b.ledger.Append(ctx, p, fn("base"))
+	require.NoError(t, err)
+	before := b.count(t)
+	const n = 64
+	var wg sync.WaitGroup
+	outs := make([][]span.Span, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			s := fn(fmt.Sprintf("g%d", i))
+			if i%16 == 5 { // refused: the id exists
+				s.ID = base[0].ID
+			}
+			outs[i], errs[i] = b.ledger.Append(ctx, p, s)
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for i := range n {
+		if i%16 == 5 {
+			require.ErrorIs(t, errs[i], ledger.ErrSeqConflict, "caller %d", i)
+			continue
+		}
+		require.NoError(t, errs[i], "caller %d", i)
+		require.Len(t, outs[i], 1)
+		require.Equal(t, fmt.Sprintf("g%d", i), outs[i][0].Name, "caller %d got its own span", i)
+		ok++
+	}
+	require.Equal(t, before+ok, b.count(t))
+	// A caller that gives up while queued writes nothing it did not get.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = b.ledger.Append(cctx, p, fn("late"))
+	require.Error(t, err)
 }
