@@ -104,7 +104,12 @@ func benchBundle(b *testing.B, dbURL string) *appendBundle {
 	l, err := ledger.Open(ctx, dbURL, ledger.WithKey(key))
 	require.NoError(b, err)
 	b.Cleanup(l.Close)
-	admin, err := pgxpool.New(ctx, dbURL)
+	// As many connections as the ledger's pool may use: the raw baseline
+	// at 8 clients must not queue on a pool of 4.
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	require.NoError(b, err)
+	cfg.MaxConns = ledger.DefaultMaxConns
+	admin, err := pgxpool.NewWithConfig(ctx, cfg)
 	require.NoError(b, err)
 	b.Cleanup(admin.Close)
 	bb := serve(b, Config{Ledger: l, Key: key, Logger: discard})
