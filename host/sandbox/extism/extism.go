@@ -54,6 +54,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	extism "github.com/extism/go-sdk"
@@ -81,6 +82,14 @@ type Config struct {
 	// in 64 KiB pages; Limits.MemoryPages is clamped to it. Default
 	// sandbox.DefaultMaxMemoryPages.
 	MaxMemoryPages uint32
+	// PoolSize is the number of idle instances kept per (plugin hash,
+	// tenant); default sandbox.DefaultPoolSize, negative for none (every
+	// run instantiates).
+	PoolSize int
+	// MaxIdleInstances caps the idle instances of all pools together;
+	// beyond it the least recently used is closed. Default
+	// sandbox.DefaultMaxIdleInstances.
+	MaxIdleInstances int
 }
 
 // Runtime loads and runs Extism plugins. It is safe for concurrent use.
@@ -93,6 +102,17 @@ type Runtime struct {
 	mu      sync.Mutex
 	closed  bool
 	plugins map[string]*loadCall // by hash
+	idle    sandbox.IdlePool[poolKey, *instance]
+
+	// The pristine state of Extism's kernel, the same module for every
+	// plugin: its memory right after instantiation, its globals as the
+	// first run found them (nothing writes them).
+	kernelMu               sync.Mutex
+	kernelMem, kernelGlobs *sandbox.Snapshot
+}
+
+type poolKey struct {
+	plugin, tenant string // Plugin.Hash
 }
 
 type loadCall struct {
@@ -107,6 +127,13 @@ type Plugin struct {
 	Hash     string
 	r        *Runtime
 	compiled *extism.CompiledPlugin
+	// fresh says why every run needs a fresh instance, "" if none.
+	fresh      string
+	globals    []meter.GlobalExport // the plugin's mutable globals, exported by ExportGlobals
+	writeShift uint8                // of the meter's write tracking
+
+	snapMu sync.Mutex
+	snap   *sandbox.Snapshot // the plugin module's, at the first entry of run
 }
 
 // New creates a Runtime. Close it to release the compiled plugins.
@@ -115,6 +142,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cfg.MaxMemoryPages = sandbox.DefaultMaxMemoryPages
 	}
 	cfg.MaxMemoryPages = min(cfg.MaxMemoryPages, 65536)
+	if cfg.PoolSize == 0 {
+		cfg.PoolSize = sandbox.DefaultPoolSize
+	}
+	cfg.PoolSize = max(cfg.PoolSize, 0)
+	if cfg.MaxIdleInstances <= 0 {
+		cfg.MaxIdleInstances = sandbox.DefaultMaxIdleInstances
+	}
 	r := &Runtime{
 		cfg:     cfg,
 		cache:   wazero.NewCompilationCache(),
@@ -123,6 +157,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		// no mounts, stdio discarded.
 		mcfg:  wazero.NewModuleConfig(),
 		funcs: hostFunctions(),
+		idle:  sandbox.IdlePool[poolKey, *instance]{PerKey: cfg.PoolSize, Total: cfg.MaxIdleInstances},
 	}
 	if !cfg.EnableWASI {
 		// Nothing can read it without WASI; wazero's default seeds a
@@ -149,7 +184,11 @@ func (r *Runtime) Close(ctx context.Context) error {
 	r.closed = true
 	calls := r.plugins
 	r.plugins = nil
+	idle := r.idle.Remove(func(poolKey) bool { return true })
 	r.mu.Unlock()
+	for _, inst := range idle {
+		inst.close()
+	}
 	var errs []error
 	for _, c := range calls {
 		<-c.done
@@ -233,7 +272,24 @@ func (r *Runtime) load(ctx context.Context, wasm []byte, hash string) (*Plugin, 
 	if int(run.Index) < len(info.Imports) {
 		return nil, errorf(abi.CodeInvalidModule, "export %s must be defined by the module, not imported", abi.Entry)
 	}
-	metered, err := meter.Instrument(wasm, meter.Options{Refuel: true})
+	for _, e := range info.Exports {
+		if strings.HasPrefix(e.Name, sandbox.GlobalPrefix) || e.Name == meter.ExportName || e.Name == meter.DirtyExportName {
+			return nil, errorf(abi.CodeInvalidModule, "export %q uses a name reserved for the host", e.Name)
+		}
+	}
+	// The plugin's mutable globals are exported so that the host can
+	// snapshot and restore them, and its writes to memory are recorded
+	// (see instance.go).
+	rewritten, globals, err := meter.ExportGlobals(wasm, sandbox.GlobalPrefix)
+	if err != nil {
+		return nil, errorf(abi.CodeInvalidModule, "%v", err)
+	}
+	var minPages uint64
+	if len(info.Memories) == 1 {
+		minPages = info.Memories[0].Min
+	}
+	shift := sandbox.WriteShift(minPages)
+	metered, err := meter.Instrument(rewritten, meter.Options{Refuel: true, TrackWrites: true, WriteShift: shift})
 	if err != nil {
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}
@@ -262,7 +318,36 @@ func (r *Runtime) load(ctx context.Context, wasm []byte, hash string) (*Plugin, 
 		}
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}
-	return &Plugin{Hash: hash, r: r, compiled: compiled}, nil
+	return &Plugin{Hash: hash, r: r, compiled: compiled, fresh: r.fresh(info, globals),
+		globals: globals, writeShift: shift}, nil
+}
+
+// fresh says why instances of a plugin cannot be reused, "" if they can:
+// what package sandbox cannot restore (sandbox.Unrestorable), and what
+// go-sdk does in the first call of an instance only (initialize a Haskell
+// runtime, a WASI reactor or command) or keeps outside memory (WASI's file
+// descriptors and fake clocks).
+func (r *Runtime) fresh(info *meter.Info, globals []meter.GlobalExport) string {
+	if why := sandbox.Unrestorable(info, globals); why != "" {
+		return why
+	}
+	if _, ok := info.Export("hs_init"); ok {
+		return "exports hs_init (go-sdk initializes the Haskell runtime in the first call only)"
+	}
+	if !r.cfg.EnableWASI {
+		return ""
+	}
+	for _, name := range []string{"_initialize", "__wasm_call_ctors"} {
+		if _, ok := info.Export(name); ok {
+			return "exports " + name + " (go-sdk calls it in the first call only)"
+		}
+	}
+	for _, imp := range info.Imports {
+		if imp.Module == wasi.ModuleName {
+			return "imports WASI (whose file descriptors and clocks live outside memory)"
+		}
+	}
+	return ""
 }
 
 // checkImport accepts the functions of Extism's kernel, of `logline` and,
@@ -375,18 +460,29 @@ var loglineSignatures = func() map[string]meter.FuncType {
 var entries = []string{abi.Entry, "_initialize", "hs_init", "__wasm_call_ctors"}
 
 // listenerFactory attaches fuelListener to the plugin's entries, so that
-// the host reaches the plugin's own module (its fuel counter) at the moment
-// Extism calls into it; go-sdk does not expose the module otherwise.
+// the host reaches the plugin's own module (its fuel counter, globals and
+// record of writes) at the moment Extism calls into it; go-sdk does not
+// expose the module otherwise. It also attaches the listeners that record
+// where Extism's kernel memory is written (instance.go): the kernel's
+// alloc, and go-sdk's store_u8 and store_u64, which write where the plugin
+// says.
 type listenerFactory struct{}
 
 func (listenerFactory) NewFunctionListener(def api.FunctionDefinition) experimental.FunctionListener {
+	names := def.ExportNames()
 	if def.GoFunction() != nil {
+		if def.ModuleName() == EnvModule && (slices.Contains(names, "store_u8") || slices.Contains(names, "store_u64")) {
+			return storeListener{}
+		}
 		return nil
 	}
-	for _, name := range def.ExportNames() {
+	for _, name := range names {
 		if slices.Contains(entries, name) {
 			return &fuelListener{run: name == abi.Entry}
 		}
+	}
+	if slices.Contains(names, "alloc") {
+		return allocListener{}
 	}
 	return nil
 }
@@ -397,6 +493,9 @@ func (l *fuelListener) Before(ctx context.Context, mod api.Module, _ api.Functio
 	rs, _ := ctx.Value(runKey{}).(*runState)
 	if rs == nil {
 		return
+	}
+	if l.run && rs.depth == 0 && !rs.inst.bound {
+		rs.inst.bind(ctx, mod)
 	}
 	if rs.fuel.Counter == nil {
 		g, ok := mod.ExportedGlobal(meter.ExportName).(api.MutableGlobal)
