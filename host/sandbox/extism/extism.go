@@ -23,9 +23,34 @@
 // # Instances
 //
 // Load meters and compiles a module once per BLAKE3 hash with
-// extism.NewCompiledPlugin. Every Run instantiates it afresh (the Extism
-// kernel and the plugin), so nothing a run writes reaches a later one, and
-// closes the instance at the end of the run.
+// extism.NewCompiledPlugin; it also exports the plugin's mutable globals
+// (meter.ExportGlobals) and has the meter record its writes to memory
+// (meter.Options.TrackWrites). An instance (the Extism kernel and the
+// plugin) serves one run at a time and is pooled per (plugin hash, tenant):
+// Config.PoolSize idle instances per pool, Config.MaxIdleInstances in all
+// (sandbox.IdlePool). Tenants never share an instance. After a run that
+// returned from `run` within its limits, the instance goes back to pristine
+// with package sandbox's snapshot machinery (sandbox.Restorable): the
+// plugin's memory and mutable globals to the plugin's snapshot, taken at the
+// first entry of `run` (after instantiation and the start function), and the
+// kernel's memory (input, output, blocks, the error) and globals to their
+// state right after instantiation, copying only what the run may have
+// written (instance.go says how the host knows that for the unmetered
+// kernel); go-sdk's vars, HTTP status and logger are reset. So nothing a run
+// writes is visible to the next one: a plugin must not rely on state
+// persisting between runs. An instance whose run trapped, ran out of fuel,
+// memory or time, was aborted by the host, or whose memory grew is closed,
+// never reused. Plugins whose state a restore cannot undo instantiate for
+// every run: code that mutates tables or drops segments, a mutable v128 or
+// reference global, an hs_init export (go-sdk initializes a Haskell runtime
+// in the first call only) and, with WASI, a WASI import or initializer.
+//
+// A pooled instance's memories keep the run's limit: each run sets it anew
+// (sandbox.LinearMemory), and an idle instance already larger than a run's
+// limit is closed in favour of a fresh one, which then fails with
+// memory_limit as before. Warm runs call the kernel and `run` with functions
+// looked up once rather than through go-sdk's Plugin.CallWithContext, which
+// looks each one up (and allocates a call engine) in every call.
 //
 // # Determinism, and where Extism limits it
 //
