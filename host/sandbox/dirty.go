@@ -34,11 +34,71 @@ var trackedWASI = map[string]bool{
 	"path_filestat_set_times": true, "sock_shutdown": true,
 }
 
-// writeShift picks the chunk size for a module whose memory starts at
-// minPages: 64 chunks cover it, and a chunk is at least 4 KiB.
-func writeShift(minPages uint64) uint8 {
+// WriteShift picks the chunk size of write tracking for a memory that
+// starts at minPages: 64 chunks cover it, and a chunk is at least 4 KiB.
+func WriteShift(minPages uint64) uint8 {
 	size := max(1, min(minPages, 65536)) * pageSize
 	return uint8(min(32, max(12, bits.Len64(size/64-1))))
+}
+
+func writeShift(minPages uint64) uint8 { return WriteShift(minPages) }
+
+// Restorable is what a restore resets in one instantiated module: its linear
+// memory and the mutable globals the host reaches, with the record of what
+// was written since they were last as their Snapshot. Package extism
+// restores its plugins and Extism's kernel with it.
+type Restorable struct {
+	Mem     *LinearMemory // nil: the module has no memory
+	Globals []api.MutableGlobal
+	// Dirty is the guest's own record of its writes (the global of
+	// meter.Options.TrackWrites), nil if it keeps none: then only what
+	// the host marks (MarkHost) counts. Shift is log2 of the chunk size
+	// (WriteShift); 0 means writes are not tracked at all and a restore
+	// copies the whole memory.
+	Dirty     api.MutableGlobal
+	Shift     uint8
+	hostDirty uint64
+}
+
+// Snapshot is the pristine state of a module's instances: memory and
+// globals, taken once and restored after every run.
+type Snapshot struct {
+	mem     []byte
+	globals []uint64
+}
+
+// Snapshot copies the memory and globals as they are now.
+func (r *Restorable) Snapshot() *Snapshot {
+	s := &Snapshot{}
+	if r.Mem != nil {
+		s.mem = append([]byte(nil), r.Mem.buf...)
+	}
+	for _, g := range r.Globals {
+		s.globals = append(s.globals, g.Get())
+	}
+	return s
+}
+
+// Restore resets memory and globals to s and starts a new record of
+// writes. It reports false, changing nothing, if it cannot: the memory is
+// not the snapshot's size (it grew), or the globals are not the
+// snapshot's.
+func (r *Restorable) Restore(s *Snapshot) bool {
+	var size int
+	if r.Mem != nil {
+		size = len(r.Mem.buf)
+	}
+	if size != len(s.mem) || len(r.Globals) != len(s.globals) {
+		return false
+	}
+	if r.Mem != nil {
+		r.restoreMemory(s.mem)
+	}
+	for i, g := range r.Globals {
+		g.Set(s.globals[i])
+	}
+	r.ClearDirty()
+	return true
 }
 
 // untrackedWASI is the function listener factory of the WASI host module:
@@ -55,7 +115,7 @@ func (untrackedWASI) NewFunctionListener(def api.FunctionDefinition) experimenta
 
 func (untrackedWASI) Before(ctx context.Context, _ api.Module, _ api.FunctionDefinition, _ []uint64, _ experimental.StackIterator) {
 	if rs, ok := ctx.Value(runKey{}).(*runState); ok {
-		rs.inst.hostDirty = ^uint64(0)
+		rs.inst.st.MarkAll()
 	}
 }
 
@@ -63,32 +123,38 @@ func (untrackedWASI) After(context.Context, api.Module, api.FunctionDefinition, 
 
 func (untrackedWASI) Abort(context.Context, api.Module, api.FunctionDefinition, error) {}
 
-// markHost records that the host wrote (or handed the guest a view of)
-// guest memory [lo, hi).
-func (inst *instance) markHost(lo, hi uint64) {
-	if hi <= lo || inst.mod.writeShift == 0 {
+// MarkHost records that the host wrote (or handed the guest a view of)
+// memory [lo, hi).
+func (r *Restorable) MarkHost(lo, hi uint64) {
+	if hi <= lo || r.Shift == 0 {
 		return
 	}
-	s := inst.mod.writeShift
+	s := r.Shift
 	c0, c1 := lo>>s, (hi-1)>>s
 	if c1-c0 >= 63 {
-		inst.hostDirty = ^uint64(0)
+		r.hostDirty = ^uint64(0)
 		return
 	}
-	inst.hostDirty |= bits.RotateLeft64(uint64(2)<<(c1-c0)-1, int(c0%64))
+	r.hostDirty |= bits.RotateLeft64(uint64(2)<<(c1-c0)-1, int(c0%64))
 }
 
-// restoreMemory copies the snapshot over the instance's memory: only the
-// chunks written since the last restore when the module is tracked,
-// everything otherwise.
-func (inst *instance) restoreMemory(snap []byte) {
-	mem := inst.mem.buf
-	if inst.dirty == nil {
+// MarkAll records that anything may have been written.
+func (r *Restorable) MarkAll() { r.hostDirty = ^uint64(0) }
+
+// restoreMemory copies the snapshot over the memory: only the chunks
+// written since the last restore when writes are tracked, everything
+// otherwise.
+func (r *Restorable) restoreMemory(snap []byte) {
+	mem := r.Mem.buf
+	if r.Shift == 0 {
 		copy(mem, snap)
 		return
 	}
-	s := inst.mod.writeShift
-	mask := inst.dirty.Get() | inst.hostDirty
+	s := r.Shift
+	mask := r.hostDirty
+	if r.Dirty != nil {
+		mask |= r.Dirty.Get()
+	}
 	for b := mask; b != 0; b &= b - 1 {
 		for c := uint64(bits.TrailingZeros64(b)); c<<s < uint64(len(mem)); c += 64 {
 			lo := c << s
@@ -96,14 +162,12 @@ func (inst *instance) restoreMemory(snap []byte) {
 			copy(mem[lo:hi], snap[lo:hi])
 		}
 	}
-	inst.clearDirty()
 }
 
-// clearDirty starts a new record of writes: the instance is as its
-// snapshot.
-func (inst *instance) clearDirty() {
-	if inst.dirty != nil {
-		inst.dirty.Set(0)
+// ClearDirty starts a new record of writes: the memory is as the snapshot.
+func (r *Restorable) ClearDirty() {
+	if r.Dirty != nil {
+		r.Dirty.Set(0)
 	}
-	inst.hostDirty = 0
+	r.hostDirty = 0
 }

@@ -96,7 +96,7 @@ func (rs *runState) view(fn string, ptr, n uint32) []byte {
 // restore after the run must then copy back (see dirty.go).
 func (rs *runState) writable(fn string, ptr, n uint32) []byte {
 	b := rs.view(fn, ptr, n)
-	rs.inst.markHost(uint64(ptr), uint64(ptr)+uint64(n))
+	rs.inst.st.MarkHost(uint64(ptr), uint64(ptr)+uint64(n))
 	return b
 }
 

@@ -21,12 +21,6 @@ type poolKey struct {
 	module, tenant string // Module.key
 }
 
-// pool holds the idle instances of one (module hash, tenant), most recently
-// released last.
-type pool struct {
-	idle []*instance
-}
-
 // instance is one instantiated module, used by one run at a time.
 type instance struct {
 	mod  *Module
@@ -34,13 +28,11 @@ type instance struct {
 	m    api.Module
 	run  api.Function
 	fuel api.MutableGlobal
-	// dirty is the guest's record of its writes (nil if the module is not
-	// tracked), hostDirty the host's, both since the last restore.
-	dirty     api.MutableGlobal
-	hostDirty uint64
-	globals   []api.MutableGlobal // in the order of mod.globals
-	mem       linearMemory
-	stack     [1]uint64
+	mem  LinearMemory
+	// st is what a restore resets: mem, the globals in the order of
+	// mod.globals, and the record of writes since the last restore.
+	st    Restorable
+	stack [1]uint64
 	// monoBase is the guest's monotonic clock at the start of a run:
 	// after whatever _initialize saw, the same for every instance of the
 	// module.
@@ -48,25 +40,24 @@ type instance struct {
 	rs       runState // of the current call into the guest
 	callCtx  runCtx   // of the current run
 	rng      rand.ChaCha8
-	// The idle LRU list (Runtime.idle*), while in a pool.
-	prev, next *instance
-	idle       bool
 }
 
 // Allocate implements experimental.MemoryAllocator: the instance's memory
-// is a linearMemory that refuses to grow past the run's limit.
+// is a LinearMemory that refuses to grow past the run's limit.
 func (inst *instance) Allocate(_, maxBytes uint64) experimental.LinearMemory {
 	inst.mem.max = maxBytes
 	return &inst.mem
 }
 
-// linearMemory backs an instance's linear memory. It enforces the per-run
-// page limit (wazero's own limit is the runtime-wide Config.MaxMemoryPages)
-// and remembers a refused grow, which tells memory_limit from other
-// failures. On Linux the memory is a private anonymous mapping that reserves
-// the run's limit up front, so growing never copies and closing an instance
-// gives its pages back at once; elsewhere it is a Go slice.
-type linearMemory struct {
+// LinearMemory backs one linear memory of an instance (wazero's
+// experimental.LinearMemory). It enforces the per-run page limit (wazero's
+// own limit is the runtime-wide cap) and remembers a refused grow, which
+// tells memory_limit from other failures. On Linux the memory is a private
+// anonymous mapping that reserves the run's limit up front, so growing
+// never copies and closing an instance gives its pages back at once;
+// elsewhere it is a Go slice. Package extism backs the memories of its
+// plugin instances (the plugin's and Extism's kernel's) with it too.
+type LinearMemory struct {
 	buf     []byte // the memory: len is its size, cap what is reserved
 	mapping []byte // the mmap behind buf, nil if buf is in the Go heap
 	max     uint64 // bytes: the module's maximum or the runtime's cap
@@ -74,12 +65,39 @@ type linearMemory struct {
 	refused bool
 }
 
+// NewLinearMemory returns the memory for an experimental.MemoryAllocator's
+// Allocate(_, maxBytes), limited to limit bytes until SetLimit.
+func NewLinearMemory(maxBytes, limit uint64) *LinearMemory {
+	return &LinearMemory{max: maxBytes, limit: limit}
+}
+
+// SetLimit sets the limit of the run about to start, in bytes, and
+// forgets a grow refused in an earlier run.
+func (lm *LinearMemory) SetLimit(limit uint64) {
+	lm.limit, lm.refused = limit, false
+}
+
+// Refused reports whether a grow was refused (or the initial size was over
+// the limit) since SetLimit.
+func (lm *LinearMemory) Refused() bool { return lm.refused }
+
+// Size is the memory's size in bytes.
+func (lm *LinearMemory) Size() uint64 { return uint64(len(lm.buf)) }
+
+// AtLimit reports whether the memory has reached the run's limit.
+func (lm *LinearMemory) AtLimit() bool { return uint64(len(lm.buf)) >= lm.limit }
+
+// Holds reports whether b is a view of this memory (starts inside it).
+func (lm *LinearMemory) Holds(b []byte) bool {
+	return len(b) > 0 && len(lm.buf) > 0 && &b[0] == &lm.buf[0]
+}
+
 // reservedBytes is the memory reserved for linear memories, in all
 // runtimes: mapped (on Linux) or allocated in the Go heap.
 var reservedBytes atomic.Int64
 
 // Reallocate implements experimental.LinearMemory.
-func (lm *linearMemory) Reallocate(size uint64) []byte {
+func (lm *LinearMemory) Reallocate(size uint64) []byte {
 	if lm.buf != nil && (size > lm.limit || size > lm.max) {
 		lm.refused = true
 		return nil
@@ -98,7 +116,7 @@ func (lm *linearMemory) Reallocate(size uint64) []byte {
 	reserve := max(size, min(lm.limit, lm.max))
 	if m := MapMemory(reserve); m != nil {
 		copy(m, lm.buf)
-		lm.release()
+		lm.Release()
 		lm.mapping = m
 		lm.buf = m[:size]
 		reservedBytes.Add(int64(len(m)))
@@ -109,19 +127,20 @@ func (lm *linearMemory) Reallocate(size uint64) []byte {
 	newCap := max(size, min(2*uint64(cap(lm.buf)), lm.limit, lm.max))
 	nb := make([]byte, size, newCap)
 	copy(nb, lm.buf)
-	lm.release()
+	lm.Release()
 	lm.buf = nb
 	reservedBytes.Add(int64(cap(nb)))
 	return nb
 }
 
 // Free implements experimental.LinearMemory. It does nothing: wazero may
-// call it while the guest's call is unwinding, so the sandbox releases the
-// memory itself once the instance is closed (release).
-func (lm *linearMemory) Free() {}
+// call it while the guest's call is unwinding, so the owner releases the
+// memory itself once the instance is closed (Release).
+func (lm *LinearMemory) Free() {}
 
-// release returns the memory to the system.
-func (lm *linearMemory) release() {
+// Release returns the memory to the system. Call it only once the module
+// that used it is closed.
+func (lm *LinearMemory) Release() {
 	if lm.mapping != nil {
 		reservedBytes.Add(-int64(len(lm.mapping)))
 		UnmapMemory(lm.mapping)
@@ -132,14 +151,7 @@ func (lm *linearMemory) release() {
 	lm.buf = nil
 }
 
-func (lm *linearMemory) pages() uint64 { return uint64(len(lm.buf)) / pageSize }
-
-// snapshot is the pristine state of a module's instances, taken after
-// instantiation and _initialize.
-type snapshot struct {
-	mem     []byte
-	globals []uint64
-}
+func (lm *LinearMemory) pages() uint64 { return uint64(len(lm.buf)) / pageSize }
 
 // acquire returns an idle instance of (m, tenant) restored to its snapshot,
 // or a new one. A failure to instantiate comes back as a run error, with
@@ -166,15 +178,9 @@ func (r *Runtime) acquire(ctx context.Context, m *Module, tenant string, lim Lim
 		if r.modules[m.key] == m {
 			r.modLRU.MoveToFront(m.lru)
 		}
-		if p := r.pools[key]; p != nil && len(p.idle) > 0 {
-			inst := p.idle[len(p.idle)-1]
-			p.idle = p.idle[:len(p.idle)-1]
-			if len(p.idle) == 0 {
-				delete(r.pools, key)
-			}
-			r.unlinkIdle(inst)
+		if inst, ok := r.idle.Take(key); ok {
 			r.mu.Unlock()
-			if uint64(len(inst.mem.buf)) > uint64(lim.MemoryPages)*pageSize {
+			if inst.mem.Size() > uint64(lim.MemoryPages)*pageSize {
 				// Pristine, but larger than this run may use.
 				r.discard(inst)
 				continue
@@ -210,6 +216,7 @@ func runtimeClosed() *abi.Error {
 func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.CompiledModule, key poolKey, lim Limits) (*instance, *abi.Error, []LogLine) {
 	inst := &instance{mod: m, key: key}
 	inst.mem.limit = uint64(lim.MemoryPages) * pageSize
+	inst.st = Restorable{Mem: &inst.mem, Shift: m.writeShift}
 	rs := newInitState(ctx, inst, lim)
 	defer func() { inst.rs = runState{} }()
 	if m.minPages > uint64(lim.MemoryPages) {
@@ -233,13 +240,13 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 	inst.fuel, _ = mod.ExportedGlobal(meter.ExportName).(api.MutableGlobal)
 	ok := inst.run != nil && inst.fuel != nil
 	if m.writeShift != 0 {
-		inst.dirty, _ = mod.ExportedGlobal(meter.DirtyExportName).(api.MutableGlobal)
-		ok = ok && inst.dirty != nil
+		inst.st.Dirty, _ = mod.ExportedGlobal(meter.DirtyExportName).(api.MutableGlobal)
+		ok = ok && inst.st.Dirty != nil
 	}
 	for _, g := range m.globals {
 		mg, isMutable := mod.ExportedGlobal(g.Name).(api.MutableGlobal)
 		ok = ok && isMutable
-		inst.globals = append(inst.globals, mg)
+		inst.st.Globals = append(inst.st.Globals, mg)
 	}
 	if !ok {
 		inst.close()
@@ -294,16 +301,12 @@ func (r *Runtime) instantiate(ctx context.Context, m *Module, compiled wazero.Co
 	}
 	rs.output = nil
 	inst.monoBase = rs.mono() + 1_000_000 // 1 ms after the last reading of _initialize
-	inst.clearDirty()                     // the instance is as the snapshot
+	inst.st.ClearDirty()                  // the instance is as the snapshot
 
 	if m.fresh == "" {
 		m.snapMu.Lock()
 		if m.snap == nil {
-			s := &snapshot{mem: append([]byte(nil), inst.mem.buf...)}
-			for _, g := range inst.globals {
-				s.globals = append(s.globals, g.Get())
-			}
-			m.snap = s
+			m.snap = inst.st.Snapshot()
 		}
 		m.snapMu.Unlock()
 	}
@@ -320,14 +323,7 @@ func (inst *instance) restore() bool {
 	m.snapMu.Lock()
 	s := m.snap
 	m.snapMu.Unlock()
-	if s == nil || len(inst.mem.buf) != len(s.mem) {
-		return false
-	}
-	inst.restoreMemory(s.mem)
-	for i, g := range inst.globals {
-		g.Set(s.globals[i])
-	}
-	return true
+	return s != nil && inst.st.Restore(s)
 }
 
 // release returns an instance to its pool after a run that may be reused,
@@ -338,75 +334,20 @@ func (r *Runtime) release(inst *instance, reusable bool) {
 		r.discard(inst)
 		return
 	}
-	var evict []*instance
 	r.mu.Lock()
 	if r.closed || inst.mod.evicted {
 		r.mu.Unlock()
 		r.discard(inst)
 		return
 	}
-	p := r.pools[inst.key]
-	if p == nil {
-		p = &pool{}
-		r.pools[inst.key] = p
-	}
-	if len(p.idle) >= r.cfg.PoolSize {
-		r.mu.Unlock()
-		r.discard(inst)
-		return
-	}
-	p.idle = append(p.idle, inst)
-	r.pushIdle(inst)
-	for r.idleCount > r.cfg.MaxIdleInstances {
-		old := r.idleTail
-		r.unlinkIdle(old)
-		op := r.pools[old.key]
-		for i, x := range op.idle {
-			if x == old {
-				op.idle = append(op.idle[:i], op.idle[i+1:]...)
-				break
-			}
-		}
-		if len(op.idle) == 0 {
-			delete(r.pools, old.key)
-		}
-		evict = append(evict, old)
-	}
+	evicted, kept := r.idle.Put(inst.key, inst)
 	r.mu.Unlock()
-	for _, old := range evict {
+	if !kept {
+		r.discard(inst)
+	}
+	for _, old := range evicted {
 		r.discard(old)
 	}
-}
-
-// pushIdle puts an instance at the head of the idle LRU list. r.mu is held.
-func (r *Runtime) pushIdle(inst *instance) {
-	inst.prev, inst.next, inst.idle = nil, r.idleHead, true
-	if r.idleHead != nil {
-		r.idleHead.prev = inst
-	} else {
-		r.idleTail = inst
-	}
-	r.idleHead = inst
-	r.idleCount++
-}
-
-// unlinkIdle takes an instance off the idle LRU list. r.mu is held.
-func (r *Runtime) unlinkIdle(inst *instance) {
-	if !inst.idle {
-		return
-	}
-	if inst.prev != nil {
-		inst.prev.next = inst.next
-	} else {
-		r.idleHead = inst.next
-	}
-	if inst.next != nil {
-		inst.next.prev = inst.prev
-	} else {
-		r.idleTail = inst.prev
-	}
-	inst.prev, inst.next, inst.idle = nil, nil, false
-	r.idleCount--
 }
 
 // close closes the wazero module and releases the memory.
@@ -414,7 +355,7 @@ func (inst *instance) close() {
 	if inst.m != nil {
 		_ = inst.m.Close(context.Background())
 	}
-	inst.mem.release()
+	inst.mem.Release()
 }
 
 // discard closes an instance that is in no pool.
@@ -436,4 +377,116 @@ func (r *Runtime) maybeCloseCompiled(m *Module) []wazero.CompiledModule {
 		return []wazero.CompiledModule{c}
 	}
 	return nil
+}
+
+// IdlePool keeps idle instances by key (a module and a tenant): at most
+// PerKey of one key, handed out most recently released first, and at most
+// Total in all, beyond which the least recently released of any key goes.
+// It is not safe for concurrent use: its owner holds a lock around it.
+// Package extism pools its plugin instances in one too.
+type IdlePool[K comparable, V any] struct {
+	PerKey, Total int
+
+	byKey      map[K][]*idleEntry[K, V] // most recently released last
+	head, tail *idleEntry[K, V]         // of all keys, most recent first
+	n          int
+}
+
+type idleEntry[K comparable, V any] struct {
+	key        K
+	v          V
+	prev, next *idleEntry[K, V]
+}
+
+// Len is the number of idle instances.
+func (p *IdlePool[K, V]) Len() int { return p.n }
+
+// KeyLen is the number of idle instances of key.
+func (p *IdlePool[K, V]) KeyLen(key K) int { return len(p.byKey[key]) }
+
+// Take removes and returns the most recently released instance of key.
+func (p *IdlePool[K, V]) Take(key K) (V, bool) {
+	es := p.byKey[key]
+	if len(es) == 0 {
+		var zero V
+		return zero, false
+	}
+	e := es[len(es)-1]
+	p.dropKeyEntry(key, len(es)-1)
+	return p.remove(e), true
+}
+
+// Put adds an instance of key. It reports false, keeping nothing, if key
+// has PerKey instances already; otherwise it returns the instances evicted
+// beyond Total, for the caller to close.
+func (p *IdlePool[K, V]) Put(key K, v V) (evicted []V, kept bool) {
+	if len(p.byKey[key]) >= p.PerKey {
+		return nil, false
+	}
+	if p.byKey == nil {
+		p.byKey = map[K][]*idleEntry[K, V]{}
+	}
+	e := &idleEntry[K, V]{key: key, v: v, next: p.head}
+	if p.head != nil {
+		p.head.prev = e
+	} else {
+		p.tail = e
+	}
+	p.head = e
+	p.n++
+	p.byKey[key] = append(p.byKey[key], e)
+	for p.n > p.Total {
+		old := p.tail
+		es := p.byKey[old.key]
+		for i, x := range es {
+			if x == old {
+				p.dropKeyEntry(old.key, i)
+				break
+			}
+		}
+		evicted = append(evicted, p.remove(old))
+	}
+	return evicted, true
+}
+
+// Remove takes out every instance whose key matches and returns them.
+func (p *IdlePool[K, V]) Remove(match func(K) bool) []V {
+	var out []V
+	for key, es := range p.byKey {
+		if !match(key) {
+			continue
+		}
+		for _, e := range es {
+			out = append(out, p.remove(e))
+		}
+		delete(p.byKey, key)
+	}
+	return out
+}
+
+// dropKeyEntry deletes entry i of key's list.
+func (p *IdlePool[K, V]) dropKeyEntry(key K, i int) {
+	es := p.byKey[key]
+	es = append(es[:i], es[i+1:]...)
+	if len(es) == 0 {
+		delete(p.byKey, key)
+		return
+	}
+	p.byKey[key] = es
+}
+
+// remove unlinks e from the list of all keys and returns its instance.
+func (p *IdlePool[K, V]) remove(e *idleEntry[K, V]) V {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		p.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		p.tail = e.prev
+	}
+	p.n--
+	return e.v
 }

@@ -292,7 +292,7 @@ func (rs *runState) charge(n int64) {
 
 // checkMemory fails an instance whose memory exceeds the limit.
 func (rs *runState) checkMemory() *abi.Error {
-	if rs.inst.mem.refused || rs.inst.mem.pages() > uint64(rs.lim.MemoryPages) {
+	if rs.inst.mem.Refused() || rs.inst.mem.pages() > uint64(rs.lim.MemoryPages) {
 		return &abi.Error{Code: abi.CodeMemoryLimit, Message: memoryMessage(rs.lim, "memory.grow refused")}
 	}
 	return nil
@@ -352,7 +352,7 @@ func (rs *runState) classify(err error, ret uint32, remaining int64, fuelKnown b
 	// A failure after a refused memory.grow is the memory limit's doing,
 	// even when the dying guest then runs out of fuel (a Go guest prints
 	// every goroutine's stack when it runs out of memory).
-	if rs.inst.mem.refused {
+	if rs.inst.mem.Refused() {
 		return &abi.Error{Code: abi.CodeMemoryLimit, Message: memoryMessage(rs.lim, "memory.grow refused, then "+what)}
 	}
 	if exhausted {
@@ -406,8 +406,7 @@ func (r *Runtime) run(ctx context.Context, m *Module, req Request) Result {
 		return Result{Err: e, Logs: logs, Recorded: Recording{Seed: req.Seed}}
 	}
 	rs := newRunState(ctx, inst, req, lim)
-	inst.mem.limit = uint64(lim.MemoryPages) * pageSize
-	inst.mem.refused = false
+	inst.mem.SetLimit(uint64(lim.MemoryPages) * pageSize)
 
 	// The wall clock is checked in host calls and at every slice of fuel
 	// (hostRefuel).
@@ -434,7 +433,7 @@ func (r *Runtime) run(ctx context.Context, m *Module, req Request) Result {
 	}
 	res.Logs = rs.logs.finish()
 	res.Recorded = rs.rec
-	reusable := err == nil && rs.abortErr == nil && !meter.Exhausted(remaining) && !inst.mem.refused
+	reusable := err == nil && rs.abortErr == nil && !meter.Exhausted(remaining) && !inst.mem.Refused()
 	// Drop the run's data: an idle instance keeps nothing of it.
 	inst.rs = runState{}
 	r.release(inst, reusable)

@@ -58,9 +58,11 @@ const (
 	DefaultInitFuel         = 250_000_000
 )
 
-// globalPrefix is the export name prefix of the mutable globals, reserved
-// for the host (see meter.ExportGlobals).
-const globalPrefix = "logline_global_"
+// GlobalPrefix is the export name prefix of the mutable globals, reserved
+// for the host (see meter.ExportGlobals); package extism reserves it too.
+const GlobalPrefix = "logline_global_"
+
+const globalPrefix = GlobalPrefix
 
 // startExport is the export name of a module's start function, which the
 // sandbox calls itself, with fuel set (see meter.ExportStart).
@@ -94,10 +96,7 @@ type Runtime struct {
 	modules map[string]*Module // by hash
 	modLRU  list.List          // of *Module, most recent first
 	loading map[string]*loadCall
-	pools   map[poolKey]*pool
-	// The idle instances of all pools, most recently released first.
-	idleHead, idleTail *instance
-	idleCount          int
+	idle    IdlePool[poolKey, *instance]
 }
 
 type loadCall struct {
@@ -139,7 +138,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cfg:      cfg,
 		modules:  map[string]*Module{},
 		loading:  map[string]*loadCall{},
-		pools:    map[poolKey]*pool{},
+		idle:     IdlePool[poolKey, *instance]{PerKey: cfg.PoolSize, Total: cfg.MaxIdleInstances},
 		provided: map[string]map[string]meter.FuncType{},
 	}
 	if cfg.CompilationCacheDir != "" {
@@ -216,7 +215,7 @@ type Stats struct {
 // Stats reads the counters.
 func (r *Runtime) Stats() Stats {
 	r.mu.Lock()
-	idle := r.idleCount
+	idle := r.idle.Len()
 	r.mu.Unlock()
 	return Stats{InstancesCreated: r.created.Load(), InstancesReused: r.reused.Load(), InstancesIdle: idle,
 		ModulesCompiled: r.compiles.Load(), ModuleCacheHits: r.cacheHits.Load()}
@@ -230,13 +229,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 		return nil
 	}
 	r.closed = true
-	var idle []*instance
-	for r.idleHead != nil {
-		inst := r.idleHead
-		r.unlinkIdle(inst)
-		idle = append(idle, inst)
-	}
-	r.pools = map[poolKey]*pool{}
+	idle := r.idle.Remove(func(poolKey) bool { return true })
 	r.modules = map[string]*Module{}
 	r.modLRU.Init()
 	r.mu.Unlock()
@@ -283,7 +276,7 @@ type Module struct {
 	lru      *list.Element
 
 	snapMu sync.Mutex
-	snap   *snapshot
+	snap   *Snapshot
 }
 
 // Load checks, meters and compiles a module, or returns the one already
@@ -465,27 +458,11 @@ func (r *Runtime) prepare(wasm []byte, hash string) (*Module, error) {
 			return nil, errorf(abi.CodeInvalidModule, "export %q uses a name reserved for the host", e.Name)
 		}
 	}
-	if len(info.StateOps) > 0 {
-		names := make([]string, len(info.StateOps))
-		for i, op := range info.StateOps {
-			names[i] = opName(op)
-		}
-		m.fresh = "uses " + strings.Join(names, ", ")
-	}
-
 	rewritten, globals, err := meter.ExportGlobals(wasm, globalPrefix)
 	if err != nil {
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}
-	for _, g := range globals {
-		switch g.Type {
-		case meter.ValI32, meter.ValI64, meter.ValF32, meter.ValF64:
-		default:
-			if m.fresh == "" {
-				m.fresh = "has a mutable " + meter.ValTypeName(g.Type) + " global"
-			}
-		}
-	}
+	m.fresh = Unrestorable(info, globals)
 	m.globals = globals
 	rewritten, m.hasStart, err = meter.ExportStart(rewritten, startExport)
 	if err != nil {
@@ -497,6 +474,30 @@ func (r *Runtime) prepare(wasm []byte, hash string) (*Module, error) {
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}
 	return m, nil
+}
+
+// Unrestorable says why a snapshot of linear memory and globals cannot
+// bring an instance of the module back to its pristine state, "" if it
+// can: the code mutates tables or drops segments (info.StateOps), or a
+// mutable global (those ExportGlobals exported) is a v128 or a reference,
+// which the host does not restore. Such a module needs a fresh instance for
+// every run.
+func Unrestorable(info *meter.Info, globals []meter.GlobalExport) string {
+	if len(info.StateOps) > 0 {
+		names := make([]string, len(info.StateOps))
+		for i, op := range info.StateOps {
+			names[i] = opName(op)
+		}
+		return "uses " + strings.Join(names, ", ")
+	}
+	for _, g := range globals {
+		switch g.Type {
+		case meter.ValI32, meter.ValI64, meter.ValF32, meter.ValF64:
+		default:
+			return "has a mutable " + meter.ValTypeName(g.Type) + " global"
+		}
+	}
+	return ""
 }
 
 func opName(op meter.Opcode) string {
@@ -569,15 +570,8 @@ func (r *Runtime) register(m *Module) []wazero.CompiledModule {
 		r.modLRU.Remove(victim.lru)
 		delete(r.modules, victim.key)
 		victim.evicted = true
-		for key, p := range r.pools {
-			if key.module != victim.key {
-				continue
-			}
-			for _, inst := range p.idle {
-				r.unlinkIdle(inst)
-				toCloseInst(inst)
-			}
-			delete(r.pools, key)
+		for _, inst := range r.idle.Remove(func(k poolKey) bool { return k.module == victim.key }) {
+			toCloseInst(inst)
 		}
 		if victim.live == 0 && victim.compiled != nil {
 			toClose = append(toClose, victim.compiled)

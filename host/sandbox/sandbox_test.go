@@ -177,7 +177,7 @@ func TestHostileGuests(t *testing.T) {
 			}
 			// The failed instance was discarded, not pooled.
 			r.mu.Lock()
-			require.Nil(t, r.pools[poolKey{m.Hash, "hostile"}])
+			require.Zero(t, r.idle.KeyLen(poolKey{m.Hash, "hostile"}))
 			r.mu.Unlock()
 		})
 	}
@@ -781,13 +781,14 @@ func TestIdleInstancesBounded(t *testing.T) {
 	wg.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	require.LessOrEqual(t, r.idleCount, 3)
+	require.LessOrEqual(t, r.idle.Len(), 3)
 	n := 0
-	for _, p := range r.pools {
-		require.LessOrEqual(t, len(p.idle), 2)
-		n += len(p.idle)
+	for tenant := 0; tenant < 4; tenant++ {
+		k := r.idle.KeyLen(poolKey{m.key, fmt.Sprint(tenant)})
+		require.LessOrEqual(t, k, 2)
+		n += k
 	}
-	require.Equal(t, r.idleCount, n)
+	require.Equal(t, r.idle.Len(), n)
 }
 
 func TestClosedRuntime(t *testing.T) {

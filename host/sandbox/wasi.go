@@ -62,7 +62,7 @@ func (rs *runState) mem(ptr uint32, n uint64) ([]byte, bool) {
 	if end > uint64(len(buf)) {
 		return nil, false
 	}
-	rs.inst.markHost(uint64(ptr), end)
+	rs.inst.st.MarkHost(uint64(ptr), end)
 	return buf[ptr:end:end], true
 }
 

@@ -23,9 +23,34 @@
 // # Instances
 //
 // Load meters and compiles a module once per BLAKE3 hash with
-// extism.NewCompiledPlugin. Every Run instantiates it afresh (the Extism
-// kernel and the plugin), so nothing a run writes reaches a later one, and
-// closes the instance at the end of the run.
+// extism.NewCompiledPlugin; it also exports the plugin's mutable globals
+// (meter.ExportGlobals) and has the meter record its writes to memory
+// (meter.Options.TrackWrites). An instance (the Extism kernel and the
+// plugin) serves one run at a time and is pooled per (plugin hash, tenant):
+// Config.PoolSize idle instances per pool, Config.MaxIdleInstances in all
+// (sandbox.IdlePool). Tenants never share an instance. After a run that
+// returned from `run` within its limits, the instance goes back to pristine
+// with package sandbox's snapshot machinery (sandbox.Restorable): the
+// plugin's memory and mutable globals to the plugin's snapshot, taken at the
+// first entry of `run` (after instantiation and the start function), and the
+// kernel's memory (input, output, blocks, the error) and globals to their
+// state right after instantiation, copying only what the run may have
+// written (instance.go says how the host knows that for the unmetered
+// kernel); go-sdk's vars, HTTP status and logger are reset. So nothing a run
+// writes is visible to the next one: a plugin must not rely on state
+// persisting between runs. An instance whose run trapped, ran out of fuel,
+// memory or time, was aborted by the host, or whose memory grew is closed,
+// never reused. Plugins whose state a restore cannot undo instantiate for
+// every run: code that mutates tables or drops segments, a mutable v128 or
+// reference global, an hs_init export (go-sdk initializes a Haskell runtime
+// in the first call only) and, with WASI, a WASI import or initializer.
+//
+// A pooled instance's memories keep the run's limit: each run sets it anew
+// (sandbox.LinearMemory), and an idle instance already larger than a run's
+// limit is closed in favour of a fresh one, which then fails with
+// memory_limit as before. Warm runs call the kernel and `run` with functions
+// looked up once rather than through go-sdk's Plugin.CallWithContext, which
+// looks each one up (and allocates a call engine) in every call.
 //
 // # Determinism, and where Extism limits it
 //
@@ -54,6 +79,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	extism "github.com/extism/go-sdk"
@@ -81,6 +107,14 @@ type Config struct {
 	// in 64 KiB pages; Limits.MemoryPages is clamped to it. Default
 	// sandbox.DefaultMaxMemoryPages.
 	MaxMemoryPages uint32
+	// PoolSize is the number of idle instances kept per (plugin hash,
+	// tenant); default sandbox.DefaultPoolSize, negative for none (every
+	// run instantiates).
+	PoolSize int
+	// MaxIdleInstances caps the idle instances of all pools together;
+	// beyond it the least recently used is closed. Default
+	// sandbox.DefaultMaxIdleInstances.
+	MaxIdleInstances int
 }
 
 // Runtime loads and runs Extism plugins. It is safe for concurrent use.
@@ -93,6 +127,17 @@ type Runtime struct {
 	mu      sync.Mutex
 	closed  bool
 	plugins map[string]*loadCall // by hash
+	idle    sandbox.IdlePool[poolKey, *instance]
+
+	// The pristine state of Extism's kernel, the same module for every
+	// plugin: its memory right after instantiation, its globals as the
+	// first run found them (nothing writes them).
+	kernelMu               sync.Mutex
+	kernelMem, kernelGlobs *sandbox.Snapshot
+}
+
+type poolKey struct {
+	plugin, tenant string // Plugin.Hash
 }
 
 type loadCall struct {
@@ -107,6 +152,13 @@ type Plugin struct {
 	Hash     string
 	r        *Runtime
 	compiled *extism.CompiledPlugin
+	// fresh says why every run needs a fresh instance, "" if none.
+	fresh      string
+	globals    []meter.GlobalExport // the plugin's mutable globals, exported by ExportGlobals
+	writeShift uint8                // of the meter's write tracking
+
+	snapMu sync.Mutex
+	snap   *sandbox.Snapshot // the plugin module's, at the first entry of run
 }
 
 // New creates a Runtime. Close it to release the compiled plugins.
@@ -115,6 +167,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cfg.MaxMemoryPages = sandbox.DefaultMaxMemoryPages
 	}
 	cfg.MaxMemoryPages = min(cfg.MaxMemoryPages, 65536)
+	if cfg.PoolSize == 0 {
+		cfg.PoolSize = sandbox.DefaultPoolSize
+	}
+	cfg.PoolSize = max(cfg.PoolSize, 0)
+	if cfg.MaxIdleInstances <= 0 {
+		cfg.MaxIdleInstances = sandbox.DefaultMaxIdleInstances
+	}
 	r := &Runtime{
 		cfg:     cfg,
 		cache:   wazero.NewCompilationCache(),
@@ -123,6 +182,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		// no mounts, stdio discarded.
 		mcfg:  wazero.NewModuleConfig(),
 		funcs: hostFunctions(),
+		idle:  sandbox.IdlePool[poolKey, *instance]{PerKey: cfg.PoolSize, Total: cfg.MaxIdleInstances},
 	}
 	if !cfg.EnableWASI {
 		// Nothing can read it without WASI; wazero's default seeds a
@@ -149,7 +209,11 @@ func (r *Runtime) Close(ctx context.Context) error {
 	r.closed = true
 	calls := r.plugins
 	r.plugins = nil
+	idle := r.idle.Remove(func(poolKey) bool { return true })
 	r.mu.Unlock()
+	for _, inst := range idle {
+		inst.close()
+	}
 	var errs []error
 	for _, c := range calls {
 		<-c.done
@@ -233,7 +297,24 @@ func (r *Runtime) load(ctx context.Context, wasm []byte, hash string) (*Plugin, 
 	if int(run.Index) < len(info.Imports) {
 		return nil, errorf(abi.CodeInvalidModule, "export %s must be defined by the module, not imported", abi.Entry)
 	}
-	metered, err := meter.Instrument(wasm, meter.Options{Refuel: true})
+	for _, e := range info.Exports {
+		if strings.HasPrefix(e.Name, sandbox.GlobalPrefix) || e.Name == meter.ExportName || e.Name == meter.DirtyExportName {
+			return nil, errorf(abi.CodeInvalidModule, "export %q uses a name reserved for the host", e.Name)
+		}
+	}
+	// The plugin's mutable globals are exported so that the host can
+	// snapshot and restore them, and its writes to memory are recorded
+	// (see instance.go).
+	rewritten, globals, err := meter.ExportGlobals(wasm, sandbox.GlobalPrefix)
+	if err != nil {
+		return nil, errorf(abi.CodeInvalidModule, "%v", err)
+	}
+	var minPages uint64
+	if len(info.Memories) == 1 {
+		minPages = info.Memories[0].Min
+	}
+	shift := sandbox.WriteShift(minPages)
+	metered, err := meter.Instrument(rewritten, meter.Options{Refuel: true, TrackWrites: true, WriteShift: shift})
 	if err != nil {
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}
@@ -262,7 +343,36 @@ func (r *Runtime) load(ctx context.Context, wasm []byte, hash string) (*Plugin, 
 		}
 		return nil, errorf(abi.CodeInvalidModule, "%v", err)
 	}
-	return &Plugin{Hash: hash, r: r, compiled: compiled}, nil
+	return &Plugin{Hash: hash, r: r, compiled: compiled, fresh: r.fresh(info, globals),
+		globals: globals, writeShift: shift}, nil
+}
+
+// fresh says why instances of a plugin cannot be reused, "" if they can:
+// what package sandbox cannot restore (sandbox.Unrestorable), and what
+// go-sdk does in the first call of an instance only (initialize a Haskell
+// runtime, a WASI reactor or command) or keeps outside memory (WASI's file
+// descriptors and fake clocks).
+func (r *Runtime) fresh(info *meter.Info, globals []meter.GlobalExport) string {
+	if why := sandbox.Unrestorable(info, globals); why != "" {
+		return why
+	}
+	if _, ok := info.Export("hs_init"); ok {
+		return "exports hs_init (go-sdk initializes the Haskell runtime in the first call only)"
+	}
+	if !r.cfg.EnableWASI {
+		return ""
+	}
+	for _, name := range []string{"_initialize", "__wasm_call_ctors"} {
+		if _, ok := info.Export(name); ok {
+			return "exports " + name + " (go-sdk calls it in the first call only)"
+		}
+	}
+	for _, imp := range info.Imports {
+		if imp.Module == wasi.ModuleName {
+			return "imports WASI (whose file descriptors and clocks live outside memory)"
+		}
+	}
+	return ""
 }
 
 // checkImport accepts the functions of Extism's kernel, of `logline` and,
@@ -375,18 +485,29 @@ var loglineSignatures = func() map[string]meter.FuncType {
 var entries = []string{abi.Entry, "_initialize", "hs_init", "__wasm_call_ctors"}
 
 // listenerFactory attaches fuelListener to the plugin's entries, so that
-// the host reaches the plugin's own module (its fuel counter) at the moment
-// Extism calls into it; go-sdk does not expose the module otherwise.
+// the host reaches the plugin's own module (its fuel counter, globals and
+// record of writes) at the moment Extism calls into it; go-sdk does not
+// expose the module otherwise. It also attaches the listeners that record
+// where Extism's kernel memory is written (instance.go): the kernel's
+// alloc, and go-sdk's store_u8 and store_u64, which write where the plugin
+// says.
 type listenerFactory struct{}
 
 func (listenerFactory) NewFunctionListener(def api.FunctionDefinition) experimental.FunctionListener {
+	names := def.ExportNames()
 	if def.GoFunction() != nil {
+		if def.ModuleName() == EnvModule && (slices.Contains(names, "store_u8") || slices.Contains(names, "store_u64")) {
+			return storeListener{}
+		}
 		return nil
 	}
-	for _, name := range def.ExportNames() {
+	for _, name := range names {
 		if slices.Contains(entries, name) {
 			return &fuelListener{run: name == abi.Entry}
 		}
+	}
+	if slices.Contains(names, "alloc") {
+		return allocListener{}
 	}
 	return nil
 }
@@ -397,6 +518,9 @@ func (l *fuelListener) Before(ctx context.Context, mod api.Module, _ api.Functio
 	rs, _ := ctx.Value(runKey{}).(*runState)
 	if rs == nil {
 		return
+	}
+	if l.run && rs.depth == 0 && !rs.inst.bound {
+		rs.inst.bind(ctx, mod)
 	}
 	if rs.fuel.Counter == nil {
 		g, ok := mod.ExportedGlobal(meter.ExportName).(api.MutableGlobal)

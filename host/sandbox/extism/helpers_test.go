@@ -36,6 +36,15 @@ func logline(fn string) imp { return imp{abi.Module, fn, I64, I64} }
 // page of memory, exporting `run` () -> i32 with nI64 i64 locals and the
 // given body (without the final end), and `memory`.
 func plugin(imps []imp, nI64 int, body []byte) []byte {
+	return pluginWithGlobals(imps, nil, nI64, body)
+}
+
+// mutableI32 is a global entry: a mutable i32 that starts at 0.
+var mutableI32 = w.Cat([]byte{w.I32, 0x01}, w.I32Const(0), []byte{0x0b})
+
+// pluginWithGlobals is plugin with a global section of the given entries
+// (indices 0..len(globals)-1).
+func pluginWithGlobals(imps []imp, globals [][]byte, nI64 int, body []byte) []byte {
 	var types, imports [][]byte
 	for i, im := range imps {
 		types = append(types, w.FuncType(im.params, im.results))
@@ -50,6 +59,9 @@ func plugin(imps []imp, nI64 int, body []byte) []byte {
 	}
 	m = append(m, w.Section(3, w.Vec(w.ULEB(uint64(runType))))...)
 	m = append(m, w.Section(5, w.Vec([]byte{0x00, 0x01}))...)
+	if len(globals) > 0 {
+		m = append(m, w.Section(6, w.Vec(globals...))...)
+	}
 	m = append(m, w.Section(7, w.Vec(
 		w.Cat(w.Name("run"), []byte{0x00}, w.ULEB(uint64(len(imps)))),
 		w.Cat(w.Name("memory"), []byte{0x02, 0x00}),

@@ -86,7 +86,7 @@ func call(ctx context.Context, p *extism.CurrentPlugin, name string, h handler, 
 	}
 	ans := h(rs, req)
 	rs.charge(int64(len(ans)) >> copyShift)
-	ptr, err := p.Alloc(uint64(len(ans)))
+	ptr, err := p.AllocWithContext(ctx, uint64(len(ans)))
 	if err != nil || ptr == 0 {
 		if rs.memRefused() {
 			rs.abort(abi.CodeMemoryLimit, "%s: no room for the answer (%d bytes) in Extism memory", name, len(ans))

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	extism "github.com/extism/go-sdk"
-	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/logline/logline/abi"
 	"github.com/logline/logline/host/sandbox"
@@ -40,7 +39,7 @@ type runState struct {
 	depth    int          // nesting of `run`
 	returned bool         // `run` returned (rather than trapped)
 
-	mems      []*linearMemory
+	inst      *instance // the run's
 	logs      logSink
 	hostCalls int
 	spans     int
@@ -78,73 +77,9 @@ func newRunState(req sandbox.Request, lim sandbox.Limits) *runState {
 	}
 }
 
-// Allocate implements experimental.MemoryAllocator for the memories of the
-// run's instance (the plugin's and the Extism kernel's): each refuses to
-// grow past the run's limit.
-func (rs *runState) Allocate(_, maxBytes uint64) experimental.LinearMemory {
-	lm := &linearMemory{max: maxBytes, limit: uint64(rs.lim.MemoryPages) * pageSize}
-	rs.mems = append(rs.mems, lm)
-	return lm
-}
-
-// linearMemory backs one memory of the run's instance. It refuses to grow
-// past the run's limit and remembers a refused grow, which tells
-// memory_limit from other failures. On Linux it is a private anonymous
-// mapping that reserves the limit up front (pages cost nothing until
-// touched, and go back to the system when the run ends); elsewhere a Go
-// slice that grows geometrically.
-type linearMemory struct {
-	buf     []byte
-	mapping []byte
-	max     uint64
-	limit   uint64
-	refused bool
-}
-
-func (lm *linearMemory) Reallocate(size uint64) []byte {
-	if lm.buf != nil && (size > lm.limit || size > lm.max) {
-		lm.refused = true
-		return nil
-	}
-	if lm.buf == nil && size > lm.limit {
-		// The initial size is over the limit: allocate it (wazero cannot
-		// fail here) and let the run refuse the instance.
-		lm.refused = true
-	}
-	if size <= uint64(cap(lm.buf)) {
-		lm.buf = lm.buf[:size]
-		return lm.buf
-	}
-	if m := sandbox.MapMemory(max(size, min(lm.limit, lm.max))); m != nil {
-		copy(m, lm.buf)
-		lm.release()
-		lm.mapping = m
-		lm.buf = m[:size]
-		return lm.buf
-	}
-	newCap := max(size, min(2*uint64(cap(lm.buf)), lm.limit, lm.max))
-	nb := make([]byte, size, newCap)
-	copy(nb, lm.buf)
-	lm.release()
-	lm.buf = nb
-	return nb
-}
-
-// Free does nothing: wazero may call it while a call is unwinding; the run
-// releases its memories once the instance is closed.
-func (lm *linearMemory) Free() {}
-
-func (lm *linearMemory) release() {
-	if lm.mapping != nil {
-		sandbox.UnmapMemory(lm.mapping)
-		lm.mapping = nil
-	}
-	lm.buf = nil
-}
-
 func (rs *runState) memRefused() bool {
-	for _, m := range rs.mems {
-		if m.refused {
+	for _, m := range rs.inst.mems {
+		if m.Refused() {
 			return true
 		}
 	}
@@ -152,8 +87,8 @@ func (rs *runState) memRefused() bool {
 }
 
 func (rs *runState) memAtLimit() bool {
-	for _, m := range rs.mems {
-		if uint64(len(m.buf)) >= m.limit {
+	for _, m := range rs.inst.mems {
+		if m.AtLimit() {
 			return true
 		}
 	}
@@ -204,8 +139,9 @@ func refuel(ctx context.Context, _ *extism.CurrentPlugin, _ []uint64) {
 	}
 }
 
-// Run calls the plugin's `run` once, on a fresh instance. It never panics
-// and never fails the host: everything that goes wrong is in Result.Err.
+// Run calls the plugin's `run` once, on a pristine instance (pooled, or
+// new). It never panics and never fails the host: everything that goes
+// wrong is in Result.Err.
 func (r *Runtime) Run(ctx context.Context, p *Plugin, req sandbox.Request) sandbox.Result {
 	start := time.Now()
 	res := r.run(ctx, p, req)
@@ -223,33 +159,37 @@ func (r *Runtime) run(ctx context.Context, p *Plugin, req sandbox.Request) (res 
 	defer cancel()
 	rs.ctx = wallCtx
 	callCtx := context.WithValue(wallCtx, runKey{}, rs)
+	reusable := false
 	defer func() {
-		// Whatever happened: release the memories (the instance is
-		// closed by now) and the locks, hand back the logs.
-		for _, m := range rs.mems {
-			m.release()
-		}
+		// Whatever happened: release the locks, hand back the logs,
+		// then pool the instance (restored) or close it.
 		r.unlockAll(ctx, rs)
 		res.Logs = rs.logs.finish()
 		res.Recorded = rs.rec
 		res.HostCalls = rs.hostCalls
+		if rs.inst != nil {
+			r.release(rs.inst, reusable)
+		}
 	}()
 
-	inst, err := p.compiled.Instance(experimental.WithMemoryAllocator(callCtx, rs), extism.PluginInstanceConfig{ModuleConfig: r.mcfg})
-	if err != nil {
-		res.Err = rs.instanceError(err)
+	inst, warm, e := r.acquire(callCtx, rs, p, req.Tenant)
+	if e != nil {
+		res.Err = e
 		return res
 	}
-	defer inst.Close(context.WithoutCancel(ctx))
-	if rs.memRefused() {
-		res.Err = rs.memoryError("the module's minimum memory exceeds it")
-		return res
-	}
-	inst.SetLogger(func(level extism.LogLevel, msg string) {
+	res.Warm = warm
+	inst.ext.SetLogger(func(level extism.LogLevel, msg string) {
 		rs.logs.add(extismLevel(level), "extism", []byte(msg))
 	})
 
-	rc, out, callErr := inst.CallWithContext(callCtx, abi.Entry, req.Input)
+	var rc uint32
+	var out []byte
+	var callErr error
+	if warm {
+		rc, out, callErr = inst.warmCall(callCtx, req.Input)
+	} else {
+		rc, out, callErr = inst.ext.CallWithContext(callCtx, abi.Entry, req.Input)
+	}
 	var remaining int64
 	fuelKnown := rs.fuel.Counter != nil
 	if fuelKnown {
@@ -260,7 +200,7 @@ func (r *Runtime) run(ctx context.Context, p *Plugin, req sandbox.Request) (res 
 	if callErr != nil && !rs.returned && rs.abortErr == nil && wallCtx.Err() == nil {
 		// A trap: the plugin may have set an error first (a PDK's
 		// abort or panic handler).
-		pluginErr = inst.GetErrorWithContext(wallCtx)
+		pluginErr = inst.ext.GetErrorWithContext(wallCtx)
 	}
 	res.Err = rs.classify(callErr, rc, remaining, fuelKnown, pluginErr)
 	if res.Err == nil && len(out) > lim.OutputBytes {
@@ -278,6 +218,11 @@ func (r *Runtime) run(ctx context.Context, p *Plugin, req sandbox.Request) (res 
 			res.Output = []byte{}
 		}
 	}
+	// Only a run that returned from `run` within its limits leaves the
+	// instance in a state a restore undoes: a trap or an abort may stop
+	// the plugin or the kernel halfway through anything.
+	reusable = rs.returned && rs.abortErr == nil && fuelKnown && !meter.Exhausted(remaining) &&
+		!rs.memRefused() && wallCtx.Err() == nil
 	return res
 }
 
