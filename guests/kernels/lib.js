@@ -138,7 +138,7 @@ function cursorOf(row) {
 // the daily limit holds under any concurrency. Across lanes, requests do
 // not run in commit order.
 const MAX_LANES = 8;
-const MAX_BATCH = 30;
+const MAX_BATCH = 60;
 
 function laneLock(lane) {
   return lane ? `request_worker:${lane}` : 'request_worker';
