@@ -4,7 +4,7 @@
 // LANE of LANES; see runRequests in lib.js).
 globalThis.default = async function main(ctx) {
   const { sql, lock, env } = ctx;
-  const batch = Math.max(1, Math.min(Number(env.BATCH || 25), MAX_BATCH));
+  const batch = Math.max(1, Math.min(Number(env.BATCH || 50), MAX_BATCH));
   const lanes = Math.max(1, Math.min(Number(env.LANES || 1), MAX_LANES));
   const lane = Math.max(0, Math.min(Number(env.LANE || 0), lanes - 1));
   const tenant = env.TENANT;

@@ -155,7 +155,7 @@ func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
 	e.globals.Store(true)
 	e.m = newMetrics(e)
 	for _, name := range []string{Observer, RequestWorker, PolicyAgent, PromptWorker, TelegramWorker} {
-		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true}
+		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true, running: map[pass]bool{}}
 	}
 	return e
 }
@@ -168,6 +168,31 @@ type loop struct {
 	dirty map[string]bool
 	sweep bool
 	wake  chan struct{}
+	// running are the passes in flight, each with whether it was wanted
+	// again while it ran.
+	running map[pass]bool
+}
+
+// start reports whether pass k may start (none of it is in flight), and
+// if so notes it in flight; if not, notes that it is wanted again.
+func (lp *loop) start(k pass) bool {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if _, busy := lp.running[k]; busy {
+		lp.running[k] = true
+		return false
+	}
+	lp.running[k] = false
+	return true
+}
+
+// done notes pass k ended and reports whether it was wanted meanwhile.
+func (lp *loop) done(k pass) (again bool) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	again = lp.running[k]
+	delete(lp.running, k)
+	return again
 }
 
 func (lp *loop) mark(tenant string) {
@@ -548,32 +573,39 @@ func (e *Engine) standing(ctx context.Context, name string, globalPolicies bool)
 	return out, err
 }
 
-// runTenants boots the loop's kernel for each tenant, in the engine's
-// Concurrency slots, and waits. A tenant whose kernel says it has more to
-// do is marked dirty again.
+// runTenants boots the loop's kernel for each tenant and lane, in the
+// engine's Concurrency slots, and returns once every pass has its slot: it
+// does not wait for them to end. A round that waited for its slowest pass
+// left the other lanes idle meanwhile (and made every request that arrived
+// during a round wait for the round's end, then a whole pass). A pass
+// still in flight from an earlier round is not started twice: it is noted,
+// and its tenant is marked again when it ends, as is a tenant whose kernel
+// says it has more to do.
 func (e *Engine) runTenants(ctx context.Context, lp *loop, kernel string, tenants map[string]bool, lanes int) {
 	sem := e.sem
-	var wg sync.WaitGroup
 	for t := range tenants {
 		for lane := 0; lane < lanes; lane++ {
 			if ctx.Err() != nil {
-				break
+				return
 			}
-			if e.waiting(pass{lp.name, t, lane}) {
+			k := pass{lp.name, t, lane}
+			if e.waiting(k) {
 				continue // marked again when its back-off ends
 			}
+			if !lp.start(k) {
+				continue // in flight: marked again when it ends
+			}
 			sem <- struct{}{}
-			wg.Add(1)
 			e.runs.Add(1)
 			go func() {
-				defer func() { <-sem; wg.Done(); e.runs.Done() }()
-				if e.tick(ctx, lp, kernel, t, lane, lanes) {
+				defer func() { <-sem; e.runs.Done() }()
+				more := e.tick(ctx, lp, kernel, t, lane, lanes)
+				if lp.done(k) || more {
 					lp.mark(t)
 				}
 			}()
 		}
 	}
-	wg.Wait()
 }
 
 // tick runs one kernel pass for a tenant and reports whether it left work

@@ -471,21 +471,22 @@ func TestTTLReaper(t *testing.T) {
 }
 
 // Lanes run one tenant's requests side by side while the day's count is far
-// from the limit; near it, lane 0 alone runs, counting exactly. 400
-// requests against a limit of 290, over 4 lanes: exactly 290 executions and
-// 110 violations, and the lanes' counters add up to 290 (four lanes that
-// each took 25 from the same count would pass it).
+// from the limit; near it, lane 0 alone runs, counting exactly. 700
+// requests against a limit of 590 (lanes run on their own while the count
+// leaves room for a full batch, 60, in each of 8 lanes), over 4 lanes:
+// exactly 590 executions and 110 violations, and the lanes' counters add up
+// to 590 (four lanes that each took 50 from the same count would pass it).
 func TestQuotaAcrossLanes(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, manifestPatch{
-		"throttle":        map[string]any{"per_tenant_daily_exec_limit": 290},
+		"throttle":        map[string]any{"per_tenant_daily_exec_limit": 590},
 		"global_policies": []string{},
 		"engine":          map[string]any{"observer_ms": 200, "request_worker_ms": 200, "policy_agent_ms": 300, "request_lanes": 4},
 	})
 	startEngine(t, w.url, engine.Config{Concurrency: 4})
 	p := ledger.User("lanes", "alice")
 	fn := w.append(t, p, jsFunction(`return input`, "active", nil))[0]
-	for chunk := 0; chunk < 4; chunk++ {
+	for chunk := 0; chunk < 7; chunk++ {
 		reqs := make([]span.Span, 100)
 		for i := range reqs {
 			reqs[i] = span.Span{EntityType: "request", Who: "test", Did: "requested", This: "run_code", Status: "scheduled",
@@ -493,12 +494,12 @@ func TestQuotaAcrossLanes(t *testing.T) {
 		}
 		w.append(t, p, reqs...)
 	}
-	eventually(t, testTimeout, "400 requests closed", func() bool {
-		return w.count(t, `SELECT count(*) FROM ledger.heads WHERE tenant_id = 'lanes' AND entity_type = 'request' AND status <> 'scheduled'`) == 400
+	eventually(t, testTimeout, "700 requests closed", func() bool {
+		return w.count(t, `SELECT count(*) FROM ledger.heads WHERE tenant_id = 'lanes' AND entity_type = 'request' AND status <> 'scheduled'`) == 700
 	})
-	require.Equal(t, 290, w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE tenant_id = 'lanes' AND entity_type = 'execution' AND who = 'edge:run_code'`))
+	require.Equal(t, 590, w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE tenant_id = 'lanes' AND entity_type = 'execution' AND who = 'edge:run_code'`))
 	require.Equal(t, 110, w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE tenant_id = 'lanes' AND entity_type = 'policy_violation'`))
-	require.Equal(t, 290, w.count(t, `SELECT coalesce(sum((u.metadata->>'count')::int), 0) FROM ledger.heads h
+	require.Equal(t, 590, w.count(t, `SELECT coalesce(sum((u.metadata->>'count')::int), 0) FROM ledger.heads h
 		JOIN ledger.universal_registry u ON u.id = h.id AND u.seq = h.seq
 		WHERE h.tenant_id = 'lanes' AND h.entity_type = 'quota_counter'`))
 	require.Greater(t, w.count(t, `SELECT count(DISTINCT metadata->>'lane') FROM ledger.universal_registry
