@@ -239,20 +239,26 @@ func TestAgentNotBootedForUnwantedSpans(t *testing.T) {
 	cursors := func() int {
 		return w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE tenant_id = 'acme' AND entity_type = 'policy_cursor'`)
 	}
+	// settled returns once every agent pass started so far has ended: two
+	// blocks of another tenant, each judged in a later round of the loop
+	// than the one before (a round waits for all its passes), so the
+	// second's round started after every pass marked before the first.
+	globex := ledger.User("globex", "bob")
+	settled := func() {
+		for range 2 {
+			s := w.append(t, globex, span.Span{EntityType: "prompt_block", Who: "bob", This: "block", Status: "active"})[0]
+			eventually(t, testTimeout, "globex's block judged", func() bool { return w.cursorPast(t, "globex", ttlReaper, s) })
+		}
+	}
 	// A prompt_block (the ttl_reaper's) runs the agent: every cursor moves.
 	b := w.append(t, alice, span.Span{EntityType: "prompt_block", Who: "alice", This: "block", Status: "active"})[0]
 	eventually(t, testTimeout, "every stock policy's cursor past the block", func() bool { return judgedAll("acme", b) })
+	settled()
 	c0 := cursors()
 
-	// A note: no stock policy wants it. Two blocks of another tenant after
-	// it, each judged in a later pass than the one before: when the second
-	// is judged, whatever the note's notification started has ended.
+	// A note: no stock policy wants it.
 	n := w.append(t, alice, span.Span{EntityType: "note", Who: "alice", This: "note"})[0]
-	globex := ledger.User("globex", "bob")
-	for range 2 {
-		s := w.append(t, globex, span.Span{EntityType: "prompt_block", Who: "bob", This: "block", Status: "active"})[0]
-		eventually(t, testTimeout, "globex's block judged", func() bool { return w.cursorPast(t, "globex", ttlReaper, s) })
-	}
+	settled()
 	require.Equal(t, c0, cursors(), "the note booted no policy agent")
 	require.False(t, w.cursorPast(t, "acme", globals[0], n))
 
