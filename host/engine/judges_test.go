@@ -215,7 +215,8 @@ func TestTTLRejudgedWithDeclarations(t *testing.T) {
 // wakes no one, an execution does. The sweep is an hour away, so only
 // notifications run the agent; had the note run it, every stock policy's
 // cursor would have moved past it (a declaring policy's cursor moves past
-// what it does not want whenever the agent runs).
+// what it does not want whenever the agent runs). TestJudging checks the
+// routing itself, case by case.
 func TestAgentNotBootedForUnwantedSpans(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, manifestPatch{"engine": map[string]any{"observer_ms": 200, "request_worker_ms": 200, "policy_agent_ms": 3600000}})
@@ -239,6 +240,25 @@ func TestAgentNotBootedForUnwantedSpans(t *testing.T) {
 	cursors := func() int {
 		return w.count(t, `SELECT count(*) FROM ledger.universal_registry WHERE tenant_id = 'acme' AND entity_type = 'policy_cursor'`)
 	}
+	block := func(p ledger.Principal) span.Span {
+		return w.append(t, p, span.Span{EntityType: "prompt_block", Who: p.User, This: "block", Status: "active"})[0]
+	}
+	// poking waits for cond, appending a block of p's (which wakes p's
+	// agent) every few seconds: a pass reads only below the oldest running
+	// transaction of the server (other tests' too), and with the sweep an
+	// hour away nothing else would run it again.
+	poking := func(what string, p ledger.Principal, cond func() bool) {
+		deadline := time.Now().Add(testTimeout)
+		for poke := time.Now().Add(3 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out after %s waiting for %s", testTimeout, what)
+			}
+			if time.Now().After(poke) {
+				block(p)
+				poke = time.Now().Add(3 * time.Second)
+			}
+		}
+	}
 	// settled returns once every agent pass started so far has ended: two
 	// blocks of another tenant, each judged in a later round of the loop
 	// than the one before (a round waits for all its passes), so the
@@ -246,13 +266,13 @@ func TestAgentNotBootedForUnwantedSpans(t *testing.T) {
 	globex := ledger.User("globex", "bob")
 	settled := func() {
 		for range 2 {
-			s := w.append(t, globex, span.Span{EntityType: "prompt_block", Who: "bob", This: "block", Status: "active"})[0]
-			eventually(t, testTimeout, "globex's block judged", func() bool { return w.cursorPast(t, "globex", ttlReaper, s) })
+			s := block(globex)
+			poking("globex's block judged", globex, func() bool { return w.cursorPast(t, "globex", ttlReaper, s) })
 		}
 	}
 	// A prompt_block (the ttl_reaper's) runs the agent: every cursor moves.
-	b := w.append(t, alice, span.Span{EntityType: "prompt_block", Who: "alice", This: "block", Status: "active"})[0]
-	eventually(t, testTimeout, "every stock policy's cursor past the block", func() bool { return judgedAll("acme", b) })
+	b := block(alice)
+	poking("every stock policy's cursor past the block", alice, func() bool { return judgedAll("acme", b) })
 	settled()
 	c0 := cursors()
 
@@ -265,8 +285,8 @@ func TestAgentNotBootedForUnwantedSpans(t *testing.T) {
 	// An execution: the duration and rollup policies want it.
 	ex := w.append(t, alice, span.Span{EntityType: "execution", Who: "alice", This: "run_code", Status: "complete",
 		DurationMs: new(int32)})[0]
-	eventually(t, testTimeout, "the execution's metrics", func() bool { return len(w.spans(t, "metric", ex.ID)) == 2 })
-	eventually(t, testTimeout, "every cursor past the execution (and the note)", func() bool { return judgedAll("acme", ex) })
+	poking("the execution's metrics", alice, func() bool { return len(w.spans(t, "metric", ex.ID)) == 2 })
+	poking("every cursor past the execution (and the note)", alice, func() bool { return judgedAll("acme", ex) })
 	require.Greater(t, cursors(), c0)
 	require.Empty(t, w.spans(t, "policy_error", ""))
 	require.Empty(t, w.spans(t, "status_patch", ex.ID), "slow_exec: not slow")
@@ -335,4 +355,65 @@ func TestJudgedSelectionIsAnIndexRange(t *testing.T) {
 			require.True(t, strings.Contains(c, col), "index condition %q lacks %s\n%s", c, col, plan)
 		}
 	}
+}
+
+// The routing itself (judging): which tenants' agents a batch of new
+// spans wakes, with the stock policies' declarations, a tenant's own
+// declaring and undeclared policies, and the changes that drop the cache.
+func TestJudging(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	e := engine.New(w.l, stage0.New(w.l, nil, nil), engine.Config{})
+	ctx := context.Background()
+	wakes := func(spans ...engine.NewSpanForTest) []string {
+		t.Helper()
+		out, err := engine.JudgingForTest(ctx, e, spans...)
+		require.NoError(t, err)
+		return out
+	}
+	w.append(t, alice, declaring(verdictPolicy("memos"), `{"entity_types":["memo"],"where":{"status":"open"}}`))
+	beta := ledger.User("beta", "bob")
+	w.append(t, beta, declaring(verdictPolicy("every"), ""))
+	for _, tc := range []struct {
+		span  engine.NewSpanForTest
+		woken bool
+	}{
+		{engine.NewSpanForTest{"acme", "note", ""}, false},
+		{engine.NewSpanForTest{"acme", "memo", "open"}, true},          // its own declaration
+		{engine.NewSpanForTest{"acme", "memo", "closed"}, false},       // not its status
+		{engine.NewSpanForTest{"acme", "execution", "complete"}, true}, // the stock metrics policies
+		{engine.NewSpanForTest{"acme", "policy_cursor", "active"}, false},
+		{engine.NewSpanForTest{"beta", "note", ""}, true},                 // an undeclared policy judges everything
+		{engine.NewSpanForTest{"beta", "quota_counter", "active"}, false}, // but never bookkeeping
+		{engine.NewSpanForTest{"gamma", "note", ""}, false},               // no policy of its own
+		{engine.NewSpanForTest{"gamma", "execution", "error"}, true},
+		{engine.NewSpanForTest{"gamma", "policy_violation", "error"}, true}, // throttle's where on this: not known here
+		{engine.NewSpanForTest{"gamma", "prompt_block", ""}, true},
+		{engine.NewSpanForTest{"gamma", "prompt_run", "complete"}, true},
+		{engine.NewSpanForTest{"gamma", "request", "scheduled"}, false},
+	} {
+		got := wakes(tc.span)
+		if tc.woken {
+			require.Equal(t, []string{tc.span.Tenant}, got, "%+v", tc.span)
+		} else {
+			require.Empty(t, got, "%+v", tc.span)
+		}
+	}
+	require.ElementsMatch(t, []string{"acme", "beta"}, wakes(
+		engine.NewSpanForTest{"acme", "note", ""}, engine.NewSpanForTest{"beta", "note", ""},
+		engine.NewSpanForTest{"acme", "memo", "open"}, engine.NewSpanForTest{"gamma", "note", ""}))
+
+	// A new policy of acme that declares nothing: its own span wakes acme
+	// and, in the same batch, counts for the spans after it.
+	w.append(t, alice, declaring(verdictPolicy("all"), ""))
+	require.Empty(t, wakes(engine.NewSpanForTest{"acme", "note", ""}), "cached until a policy span says otherwise")
+	require.Equal(t, []string{"acme"}, wakes(engine.NewSpanForTest{"acme", "note", ""}, engine.NewSpanForTest{"acme", "policy", "active"}))
+	require.Equal(t, []string{"acme"}, wakes(engine.NewSpanForTest{"acme", "note", ""}))
+
+	// The manifest drops its global policies: gamma's executions wake no one.
+	w.patchManifest(t, manifestPatch{"global_policies": []string{}})
+	require.Equal(t, []string{"gamma"}, wakes(engine.NewSpanForTest{"gamma", "execution", "error"}), "cached")
+	require.Equal(t, []string{"logline"}, wakes(engine.NewSpanForTest{"logline", "manifest", "active"},
+		engine.NewSpanForTest{"gamma", "execution", "error"}))
+	require.Empty(t, wakes(engine.NewSpanForTest{"gamma", "execution", "error"}))
 }
