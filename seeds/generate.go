@@ -55,6 +55,22 @@ var (
 		{"00000000-0000-4000-8000-0b0100000001", "policy", "prompt_circuit_breaker_policy", "prompt_circuit_breaker.js", 0, nil, 0},
 		{"00000000-0000-4000-8000-0b0100000002", "policy", "prompt_confidence_escalation_policy", "prompt_confidence_escalation.js", 0, nil, 0},
 	}
+	// Judges are the stock policies' declarations (metadata.judges, by
+	// source; host/span/judges.go): what each judges, so that the policy
+	// agent shows it only those spans and the engine boots the agent only
+	// when one arrives. Their code stays the seed's: a declaration is a
+	// superset of what the code acts on (slow_exec also skips run_code's
+	// own executions, the prompt policies all but a run's first version).
+	Judges = map[string]string{
+		"slow_exec.js":                    `{"entity_types":["execution"],"where":{"status":"complete"}}`,
+		"metrics_exec_duration.js":        `{"entity_types":["execution"]}`,
+		"daily_exec_rollup.js":            `{"entity_types":["execution"]}`,
+		"error_report.js":                 `{"entity_types":["execution"],"where":{"status":"error"}}`,
+		"throttle.js":                     `{"entity_types":["policy_violation"],"where":{"this":"quota.exec.per_tenant.daily"}}`,
+		"ttl_reaper.js":                   `{"entity_types":["prompt_block"]}`,
+		"prompt_circuit_breaker.js":       `{"entity_types":["prompt_run"]}`,
+		"prompt_confidence_escalation.js": `{"entity_types":["prompt_run"]}`,
+	}
 	promptLib = []string{"prompt.js"}
 	evalWall  = 20 * time.Minute
 	// A telegram_worker pass answers up to 16 messages, each a provider
@@ -125,6 +141,9 @@ func Generate(root string, stock []Stock) ([]byte, error) {
 			vis = "tenant"
 		}
 		meta := map[string]any{"source": "guests/" + dir + "/" + s.Source}
+		if j, ok := Judges[s.Source]; ok && s.Kind == "policy" {
+			meta["judges"] = json.RawMessage(j)
+		}
 		if s.Fuel > 0 {
 			// A kernel pass appends what it did as one array: up to a
 			// batch of requests, executions and cursors.

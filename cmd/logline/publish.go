@@ -15,15 +15,18 @@ import (
 )
 
 func (a *app) publishCmd() *cobra.Command {
-	var id, name, kind, runtime, keyFile string
+	var id, name, kind, runtime, keyFile, judges string
 	cmd := &cobra.Command{
-		Use:   "publish FILE --id UUID --name N --kind function|policy|kernel [--runtime wasm|extism|quickjs] [--key FILE]",
+		Use:   "publish FILE --id UUID --name N --kind function|policy|kernel [--runtime wasm|extism|quickjs] [--judges JSON] [--key FILE]",
 		Short: "Append a new version (seq = latest + 1) of a code span from FILE",
 		Long: `Publishes FILE as the code of span --id (a new id when omitted): seq 0 for a new id,
 else latest + 1. The runtime defaults from the extension (.wasm -> wasm, .js -> quickjs).
 A wasm module is checked at publish (invalid modules and forbidden imports are refused)
 and stored base64 with its BLAKE3 hash in metadata.module_hash. With --key the span is
-signed by that key (e.g. an admin key the manifest trusts); otherwise by the node key.`,
+signed by that key (e.g. an admin key the manifest trusts); otherwise by the node key.
+A policy may declare what it judges with --judges (its metadata.judges), e.g.
+'{"entity_types":["execution"],"where":{"status":"error"}}': the policy agent then
+shows it only those spans, and a declaration that does not check is refused.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("publish takes exactly one file")
@@ -60,16 +63,32 @@ signed by that key (e.g. an admin key the manifest trusts); otherwise by the nod
 			}
 			s := span.Span{ID: id, EntityType: kind, Who: p.User, Did: "defined", This: kind, Name: name,
 				Status: "active", Runtime: runtime}
+			meta := map[string]any{}
 			switch runtime {
 			case stage0.RuntimeWasm, stage0.RuntimeExtism:
 				s.Code = stage0.EncodeModule(code)
 				s.Language = "wasm"
-				s.Metadata, _ = json.Marshal(map[string]string{"module_hash": stage0.ModuleHash(code)})
+				meta["module_hash"] = stage0.ModuleHash(code)
 			case stage0.RuntimeQuickJS:
 				s.Code = string(code)
 				s.Language = "javascript"
 			default:
 				return usagef("--runtime must be wasm, extism or quickjs")
+			}
+			if cmd.Flags().Changed("judges") {
+				if kind != "policy" {
+					return usagef("--judges declares what a policy judges: it takes --kind policy")
+				}
+				if !json.Valid([]byte(judges)) {
+					return usagef("--judges must be JSON, e.g. '{\"entity_types\":[\"execution\"]}'")
+				}
+				meta["judges"] = json.RawMessage(judges)
+			}
+			if len(meta) > 0 {
+				s.Metadata, _ = json.Marshal(meta)
+				if err := s.Validate(); err != nil {
+					return err // a declaration that does not check: the field at fault, exit 2
+				}
 			}
 
 			h, done, err := a.host(ctx)
@@ -128,5 +147,6 @@ signed by that key (e.g. an admin key the manifest trusts); otherwise by the nod
 	fl.StringVar(&kind, "kind", "", "function, policy or kernel")
 	fl.StringVar(&runtime, "runtime", "", "wasm, extism or quickjs (default from the file extension)")
 	fl.StringVar(&keyFile, "key", "", "sign with this key instead of the node key")
+	fl.StringVar(&judges, "judges", "", `a policy's declaration of what it judges (metadata.judges): {"entity_types":[...],"where":{...}}`)
 	return cmd
 }

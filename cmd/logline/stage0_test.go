@@ -143,3 +143,46 @@ func seedCount() int {
 	prompts, _ := seeds.FS.ReadFile("prompts.ndjson")
 	return 1 + len(seeds.Kernels) + len(seeds.Policies) + bytes.Count(prompts, []byte("\n"))
 }
+
+// publish --judges declares what a policy judges (metadata.judges); a
+// declaration that does not check is refused naming its field, and nothing
+// is written.
+func TestPublishJudges(t *testing.T) {
+	t.Parallel()
+	env := newEnv(t)
+	env["LOGLINE_KEY_FILE"] = filepath.Join(t.TempDir(), "node.key")
+	require.Equal(t, 0, cli(t, nil, "", "keys", "gen", "--out", env["LOGLINE_KEY_FILE"]).code)
+	pol := writeFile(t, "errors.js", []byte(`export default function on(span) { return []; }`))
+	r := cli(t, env, "", "publish", pol, "--name", "errors", "--kind", "policy",
+		"--judges", `{"entity_types":["execution"],"where":{"status":"error"}}`)
+	require.Equal(t, 0, r.code, r.err)
+	got := cli(t, env, "", "spans", "get", publishedID.FindStringSubmatch(r.out)[1])
+	require.Equal(t, 0, got.code, got.err)
+	var s span.Span
+	require.NoError(t, json.Unmarshal([]byte(got.out), &s))
+	require.JSONEq(t, `{"judges":{"entity_types":["execution"],"where":{"status":"error"}}}`, string(s.Metadata))
+
+	before := rows(t, env["DATABASE_URL"])
+	for _, tc := range []struct{ judges, field, msg string }{
+		{`{"entity_types":["execution"],"where":{"colour":"red"}}`, "metadata.judges.where.colour", "is not a field a declaration filters on"},
+		{`{"where":{"status":"error"}}`, "metadata.judges.entity_types", "is required"},
+		{`[]`, "metadata.judges", "must be an object"},
+	} {
+		r := cli(t, env, "", "publish", pol, "--name", "errors", "--kind", "policy", "--judges", tc.judges, "--json")
+		require.Equal(t, 2, r.code, r.err)
+		var e struct {
+			Error struct{ Code, Message, Field string }
+		}
+		require.NoError(t, json.Unmarshal([]byte(r.err), &e), r.err)
+		require.Equal(t, "invalid_input", e.Error.Code)
+		require.Equal(t, tc.field, e.Error.Field)
+		require.Contains(t, e.Error.Message, tc.msg)
+	}
+	r = cli(t, env, "", "publish", pol, "--name", "errors", "--kind", "policy", "--judges", `{nope`)
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.err, "--judges must be JSON")
+	r = cli(t, env, "", "publish", pol, "--name", "f", "--kind", "function", "--judges", `{"entity_types":["note"]}`)
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.err, "takes --kind policy")
+	require.Equal(t, before, rows(t, env["DATABASE_URL"]), "nothing written")
+}

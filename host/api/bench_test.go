@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 	"github.com/logline/logline/host/ledger"
 	"github.com/logline/logline/host/localpg"
 	"github.com/logline/logline/host/span"
+	"github.com/logline/logline/host/stage0"
+	"github.com/logline/logline/seeds"
 )
 
 // rawInsert is what a client without the API would send: the same row,
@@ -89,6 +92,121 @@ func BenchmarkAppend(b *testing.B) {
 					ms(percentile(ourLat, 0.99)), ms(percentile(rawLat, 0.99)))
 			}
 		}
+	}
+}
+
+// BenchmarkAppendEngineOn prints the API's append rate (POST /api/spans,
+// eight concurrent writers, one span per request, as BenchmarkAppend) with
+// the engine running in the same process over the stock kernels and
+// policies, against the same API and load on a database seeded alike that
+// no engine runs on (logline serve --no-engine), in the same run: rounds of
+// a few seconds of steady load, interleaved so drift hits both alike.
+// After each round with the engine, it is let finish what the round gave
+// it (every stock policy's cursor past the round's last span), so none of
+// its work is charged to the other side. The tests' non-durable server:
+// commits cost little, so what the engine takes from the API's CPU shows
+// most. Run with -benchtime=1x.
+func BenchmarkAppendEngineOn(b *testing.B) {
+	const workers, rounds, length = 8, 6, 5 * time.Second
+	for range b.N {
+		on, off := seededBundle(b), seededBundle(b)
+		runEngine(b, on.ledger)
+		// round posts from every worker until d has passed, and returns
+		// how many spans it appended and how long that took.
+		round := func(bb *bundle, d time.Duration) (int, time.Duration) {
+			tok := bb.token(b, "acme", "alice")
+			bodies := make([][]byte, 1000)
+			for i := range bodies {
+				body, err := json.Marshal(benchSpan(i))
+				require.NoError(b, err)
+				bodies[i] = body
+			}
+			var sent atomic.Int64
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range workers {
+				wg.Go(func() {
+					for i := 0; time.Since(start) < d; i++ {
+						req, _ := http.NewRequest(http.MethodPost, bb.url+"/api/spans", bytes.NewReader(bodies[i%len(bodies)]))
+						req.Header.Set("Authorization", "Bearer "+tok)
+						req.Header.Set("Content-Type", "application/json")
+						resp, err := bb.client.Do(req)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusCreated {
+							b.Errorf("status %d", resp.StatusCode)
+							return
+						}
+						sent.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			return int(sent.Load()), time.Since(start)
+		}
+		// Warm both (and let the engine compile its kernels).
+		round(on, time.Second)
+		judgedAll(b, on)
+		round(off, time.Second)
+		var onN, offN int
+		var onD, offD time.Duration
+		for r := range rounds {
+			for _, engine := range []bool{r%2 == 0, r%2 != 0} {
+				if engine {
+					n, d := round(on, length)
+					onN, onD = onN+n, onD+d
+					judgedAll(b, on)
+				} else {
+					n, d := round(off, length)
+					offN, offD = offN+n, offD+d
+				}
+			}
+		}
+		fmt.Printf("BENCH api_append_engine_on ours=%.0f baseline=%.0f unit=req/s better=higher\n",
+			float64(onN)/onD.Seconds(), float64(offN)/offD.Seconds())
+	}
+}
+
+// seededBundle is a server on a database of its own, seeded as `logline
+// dev` seeds (the stock kernels and policies signed by an operator key the
+// manifest trusts; the server's node key is another).
+func seededBundle(b *testing.B) *bundle {
+	bb := setup(b, func(c *Config) { c.Logger = discard })
+	operatorKey, err := span.GenerateKey()
+	require.NoError(b, err)
+	_, _, err = seeds.Load(context.Background(), bb.ledger, ledger.User("logline", "operator"), operatorKey)
+	require.NoError(b, err)
+	bb.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	return bb
+}
+
+// judgedAll waits until the cursor of every global policy in tenant acme
+// is at or past acme's latest function span (the benchmark's).
+func judgedAll(b *testing.B, bb *bundle) {
+	ctx := context.Background()
+	var globals int
+	require.NoError(b, bb.admin.QueryRow(ctx, `SELECT jsonb_array_length(metadata->'global_policies')
+		FROM ledger.universal_registry WHERE id = $1 ORDER BY seq DESC LIMIT 1`, stage0.ManifestID).Scan(&globals))
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		var n int
+		require.NoError(b, bb.admin.QueryRow(ctx, `SELECT count(*) FROM ledger.heads h
+			JOIN ledger.universal_registry c ON c.id = h.id AND c.seq = h.seq
+			WHERE h.tenant_id = 'acme' AND h.entity_type = 'policy_cursor'
+			  AND (split_part(c.metadata->>'cursor', '.', 1)::xid8, split_part(c.metadata->>'cursor', '.', 2)::bigint) >=
+			      (SELECT tx_id, ord FROM ledger.universal_registry WHERE tenant_id = 'acme' AND entity_type = 'function'
+			       ORDER BY tx_id DESC, ord DESC LIMIT 1)`).Scan(&n))
+		if n >= globals {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("after 5 minutes, %d of %d policy cursors past the last span", n, globals)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -164,29 +282,48 @@ func measureAppend(b *testing.B, bb *appendBundle, workers, n int) (ours, raw fl
 			rawLat = append(rawLat, d)
 			mu.Unlock()
 		})
-		oursD += run(func(w, i int) {
-			t0 := time.Now()
-			req, _ := http.NewRequest(http.MethodPost, bb.url+"/api/spans", bytes.NewReader(bodies[w][i]))
-			req.Header.Set("Authorization", "Bearer "+tok)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := bb.client.Do(req)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			d := time.Since(t0)
-			if resp.StatusCode != http.StatusCreated {
-				b.Errorf("status %d", resp.StatusCode)
-			}
-			mu.Lock()
-			ourLat = append(ourLat, d)
-			mu.Unlock()
-		})
+		d, lat := postSpans(b, bb.bundle, tok, bodies)
+		oursD += d
+		ourLat = append(ourLat, lat...)
 	}
 	total := float64(per * workers * rounds)
 	return total / oursD.Seconds(), total / rawD.Seconds(), ourLat, rawLat
+}
+
+// postSpans sends bodies[w] one by one from worker w, the workers at
+// once, each body a POST /api/spans of its own, and returns how long all
+// took and every request's latency.
+func postSpans(b *testing.B, bb *bundle, tok string, bodies [][][]byte) (time.Duration, []time.Duration) {
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range bodies {
+		wg.Go(func() {
+			for _, body := range bodies[w] {
+				t0 := time.Now()
+				req, _ := http.NewRequest(http.MethodPost, bb.url+"/api/spans", bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+tok)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := bb.client.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				d := time.Since(t0)
+				if resp.StatusCode != http.StatusCreated {
+					b.Errorf("status %d", resp.StatusCode)
+				}
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start), lat
 }
 
 // BenchmarkStreamLatency prints the commit-to-client latency of the stream:

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,11 +117,19 @@ func (pb *promptBundle) newVariant(t *testing.T, p ledger.Principal, family, ver
 // node key, sandbox and Stage-0 host, until the test ends.
 func startTestEngine(t *testing.T, url string) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	node, err := span.GenerateKey()
 	require.NoError(t, err)
-	l, err := ledger.Open(ctx, url, ledger.WithKey(node))
+	l, err := ledger.Open(context.Background(), url, ledger.WithKey(node))
 	require.NoError(t, err)
+	t.Cleanup(l.Close) // after the engine stops: cleanups run last first
+	runEngine(t, l)
+}
+
+// runEngine runs an engine on l (with a sandbox and Stage-0 host of its
+// own) until the returned function is called or the test ends.
+func runEngine(t testing.TB, l *ledger.Ledger) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	cfg := sandbox.Config{}
 	// The QuickJS guest compiles once per machine, not once per test.
 	if dir, err := os.UserCacheDir(); err == nil {
@@ -137,18 +146,22 @@ func startTestEngine(t *testing.T, url string) {
 	e := engine.New(l, stage0.New(l, rt, ext), engine.Config{Log: log})
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(2 * time.Minute):
-			t.Errorf("the engine did not stop")
-		}
-		_ = rt.Close(context.Background())
-		_ = ext.Close(context.Background())
-		l.Close()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(2 * time.Minute):
+				t.Errorf("the engine did not stop")
+			}
+			_ = rt.Close(context.Background())
+			_ = ext.Close(context.Background())
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func decodeRun(t *testing.T, r reply) (req, run span.Span, hasRun bool) {

@@ -134,6 +134,8 @@ func TestAppendErrors(t *testing.T) {
 		{"bad visibility", nil, `{"entity_type":"note","who":"a","this":"n","visibility":"world"}`, 422, "visibility", codeInvalid, 0},
 		{"bad parent_id", nil, `{"entity_type":"note","who":"a","this":"n","parent_id":"nope"}`, 422, "parent_id", codeInvalid, 0},
 		{"huge integer", nil, `{"entity_type":"note","who":"a","this":"n","input":{"n":9007199254740993}}`, 422, "input", codeInvalid, 0},
+		{"policy declaring a field it cannot filter on", nil, `{"entity_type":"policy","who":"a","this":"p","metadata":{"judges":{"entity_types":["execution"],"where":{"colour":"red"}}}}`, 422, "metadata.judges.where.colour", codeInvalid, 0},
+		{"policy declaring no entity types", nil, `{"entity_type":"policy","who":"a","this":"p","metadata":{"judges":{"entity_types":[]}}}`, 422, "metadata.judges.entity_types", codeInvalid, 0},
 		{"another tenant", nil, `{"entity_type":"note","who":"a","this":"n","tenant_id":"globex"}`, 403, "tenant_id", codeForbidden, 0},
 		{"another owner", nil, `{"entity_type":"note","who":"a","this":"n","owner_id":"bob"}`, 403, "owner_id", codeForbidden, 0},
 		{"client-chosen id", nil, `{"id":"00000000-0000-4000-8000-0000000000aa","entity_type":"manifest","who":"a","this":"n"}`, 422, "id", codeInvalid, 0},

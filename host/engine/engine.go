@@ -29,7 +29,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -98,9 +97,9 @@ type Engine struct {
 	runs sync.WaitGroup // kernel runs in flight
 	sem  chan struct{}  // Concurrency slots
 
-	// globals: the latest manifest read has global policies, which every
-	// tenant's policy agent evaluates (until the first read: assume so).
-	globals atomic.Bool
+	// judged: what the policies of each tenant declare they judge, for
+	// route (judges.go).
+	judged judged
 
 	failMu  sync.Mutex
 	failing map[pass]*failure // passes whose last run failed
@@ -152,7 +151,6 @@ func New(l *ledger.Ledger, h *stage0.Host, cfg Config) *Engine {
 	}
 	e := &Engine{l: l, h: h, cfg: cfg, log: cfg.Log.With("component", "engine"), loops: map[string]*loop{},
 		sem: make(chan struct{}, cfg.Concurrency), failing: map[pass]*failure{}, status: map[pass]*LoopStatus{}}
-	e.globals.Store(true)
 	e.m = newMetrics(e)
 	for _, name := range []string{Observer, RequestWorker, PolicyAgent, PromptWorker, TelegramWorker} {
 		e.loops[name] = &loop{name: name, dirty: map[string]bool{}, wake: make(chan struct{}, 1), sweep: true, running: map[pass]bool{}}
@@ -361,8 +359,7 @@ func (e *Engine) route(ctx context.Context, ids []string) error {
 		if err != nil {
 			return err
 		}
-		var touched []string // tenants with new spans a policy could judge
-		seen := map[string]bool{}
+		var news []newSpan // for the policy agents (judging)
 		for rows.Next() {
 			var tenant, kind, status string
 			if err := rows.Scan(&tenant, &kind, &status); err != nil {
@@ -381,32 +378,16 @@ func (e *Engine) route(ctx context.Context, ids []string) error {
 			case kind == "telegram_message" && status == "received":
 				e.loops[TelegramWorker].mark(tenant) // if a bot is bound to it (serve)
 			}
-			if !seen[tenant] {
-				seen[tenant] = true
-				touched = append(touched, tenant)
-			}
+			news = append(news, newSpan{tenant, kind, status})
 		}
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		if len(touched) == 0 {
-			return nil
+		tenants, err := e.judging(ctx, news)
+		if err != nil {
+			return err
 		}
-		// The policy agent of a tenant with no active policy (and no
-		// global ones) has nothing to judge: booting it for every span
-		// cost as much CPU as the executions themselves.
-		if !e.globals.Load() {
-			rows, err := tx.Query(ctx, `SELECT DISTINCT tenant_id FROM ledger.heads
-				WHERE entity_type = 'policy' AND status = 'active' AND tenant_id = ANY($1)`, touched)
-			if err != nil {
-				return err
-			}
-			touched, err = pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return err
-			}
-		}
-		for _, t := range touched {
+		for _, t := range tenants {
 			e.loops[PolicyAgent].mark(t)
 		}
 		return nil
@@ -435,7 +416,6 @@ func (e *Engine) serve(ctx context.Context, lp *loop) {
 			timer.Reset(e.interval(lp.name, nil))
 			continue
 		}
-		e.globals.Store(len(m.GlobalPolicies) > 0)
 		kernel := m.Kernels[lp.name]
 		if kernel == "" {
 			timer.Reset(e.interval(lp.name, m))

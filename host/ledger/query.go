@@ -76,8 +76,9 @@ type Filter struct {
 
 // Bookkeeping are the entity types the engine writes for itself (cursors,
 // quota counters): six per user append, rarely what a reader wants, so
-// listings and streams leave them out unless asked.
-var Bookkeeping = []string{"policy_cursor", "engine_cursor", "quota_counter"}
+// listings and streams leave them out unless asked. (The span package
+// holds the list: no policy may declare it judges them.)
+var Bookkeeping = span.Bookkeeping
 
 // Excluded is what a listing leaves out: the bookkeeping types unless
 // includeBookkeeping (or entityType names one of them), and extra.

@@ -180,6 +180,11 @@ func validateRef(s *Span) *FieldError {
 	if s.DurationMs != nil && *s.DurationMs < 0 {
 		return fieldErr("duration_ms", "must be >= 0")
 	}
+	if s.EntityType == "policy" {
+		if _, fe := judgesOf(s.Metadata); fe != nil {
+			return fe
+		}
+	}
 	for _, f := range []struct {
 		name string
 		val  string

@@ -70,7 +70,8 @@ func fieldErr(field, format string, args ...any) *FieldError {
 // valid JSON of at most MaxJSONBytes, without duplicate keys, \u0000 or
 // integers beyond MaxSafeInteger; hashes and keys are lowercase hex of the
 // right length; signature needs public_key and curr_hash; duration_ms >= 0;
-// the whole span is at most MaxSpanBytes.
+// the whole span is at most MaxSpanBytes; a policy's metadata.judges, when
+// present, is a declaration (ParseJudges).
 func (s *Span) Validate() error {
 	if fe := s.validate(); fe != nil {
 		return fe
@@ -178,6 +179,13 @@ func (s *Span) validateWith(st *canonState) *FieldError {
 	}
 	if s.DurationMs != nil && *s.DurationMs < 0 {
 		return fieldErr("duration_ms", "must be >= 0")
+	}
+	if s.EntityType == "policy" {
+		// What the policy declares it judges (judges.go): a bad
+		// declaration would otherwise be read as none, "every span".
+		if _, fe := judgesOf(s.Metadata); fe != nil {
+			return fe
+		}
 	}
 	for _, f := range [...]struct {
 		name string

@@ -67,6 +67,21 @@ export type Action =
 export type Policy = (span: Span, ctx: KernelContext) =>
   Action[] | null | undefined | false | Promise<Action[] | null | undefined | false>;
 
+/**
+ * What a policy declares it judges: its span's `metadata.judges` (not its
+ * code). The policy_agent then shows it only spans of these entity types
+ * whose fields hold one of the values given (all fields must), and the
+ * engine boots the agent only when such a span arrives. Without it, a
+ * policy judges every span. A declaration that does not check is refused
+ * when the span is appended, naming the field (abi/ABI.md).
+ */
+export interface Judges {
+  /** 1–16 entity types (never the engine's bookkeeping). */
+  entity_types: string[];
+  /** Equality on short text fields: a value or 1–32 of them. */
+  where?: { [field in 'status' | 'who' | 'did' | 'this' | 'name']?: string | string[] };
+}
+
 /** One entry of a batch's output, in the order of the batch. */
 export type PolicyResult = { actions: Action[] } | { error: { message: string } };
 

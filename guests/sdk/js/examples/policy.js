@@ -4,7 +4,12 @@
 // slower than 5 s. The policy_agent kernel hands it the new spans of its
 // tenant, a batch at a time, and appends what the actions ask for.
 //
-//   logline publish policy.js --kind policy --name error_handler
+//   logline publish policy.js --kind policy --name error_handler \
+//     --judges '{"entity_types":["execution"]}'
+//
+// --judges declares that it only wants executions: the agent shows it no
+// other span, and the engine does not boot the agent for spans no policy
+// wants.
 /// <reference path="../logline.d.ts" />
 
 const SLOW_MS = 5000;
