@@ -83,7 +83,10 @@ func TestOTLPTraces(t *testing.T) {
 	res, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	res.Body.Close()
-	require.Equal(t, http.StatusOK, res.StatusCode)
+	// 200 with the outcome, or 202 when the wait ended first (the engine's
+	// first pass compiles its kernels: under -race on a loaded machine that
+	// can outlast the API's longest wait); the execution follows either way.
+	require.Contains(t, []int{http.StatusOK, http.StatusAccepted}, res.StatusCode)
 	ex := w.execution(t, fn.ID, testTimeout)
 	require.Equal(t, traceID, ex.TraceID, "the ledger records the caller's trace")
 
