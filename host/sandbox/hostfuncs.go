@@ -18,6 +18,7 @@ import (
 	"lukechampine.com/blake3"
 
 	"github.com/logline/logline/abi"
+	"github.com/logline/logline/host/span"
 )
 
 // Fuel the host charges for its own work, so that a run's fuel stays a
@@ -508,7 +509,7 @@ func hostEd25519Verify(ctx context.Context, _ api.Module, stack []uint64) {
 	msg := rs.view(abi.FnEd25519Verify, uint32(stack[1]), uint32(stack[2]))
 	sig := rs.view(abi.FnEd25519Verify, uint32(stack[3]), ed25519.SignatureSize)
 	rs.charge(verifyFuel + int64(len(msg))>>hashShift)
-	ok := ed25519.Verify(ed25519.PublicKey(pub), msg, sig)
+	ok := span.VerifyEd25519(pub, msg, sig)
 	setI32(stack, int32(boolInt(ok)))
 }
 

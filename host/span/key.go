@@ -171,7 +171,7 @@ func (k *Key) SignHash(hashHex string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(ed25519.Sign(k.priv, d)), nil
+	return hex.EncodeToString(sign(k.priv, d)), nil
 }
 
 // Seal signs the span with k: it sets PublicKey (which is part of the
@@ -203,6 +203,6 @@ func (k *Key) Seal(s *Span) error {
 	}
 	s.PublicKey = c.PublicKey
 	s.CurrHash = hexString(d[:])
-	s.Signature = hexString(ed25519.Sign(k.priv, d[:]))
+	s.Signature = hexString(sign(k.priv, d[:]))
 	return nil
 }

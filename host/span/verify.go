@@ -83,7 +83,7 @@ func VerifySignature(publicKeyHex, hashHex, signatureHex string) error {
 	}
 	pub, _ := hex.DecodeString(publicKeyHex)
 	sig, _ := hex.DecodeString(signatureHex)
-	if !ed25519.Verify(ed25519.PublicKey(pub), d, sig) {
+	if !VerifyEd25519(pub, d, sig) {
 		return fmt.Errorf("%w: does not verify under public_key %s", ErrBadSignature, publicKeyHex)
 	}
 	return nil

@@ -2,7 +2,6 @@ package extism
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"github.com/logline/logline/abi"
 	"github.com/logline/logline/host/sandbox"
 	"github.com/logline/logline/host/sandbox/meter"
+	"github.com/logline/logline/host/span"
 )
 
 // Fuel the host charges for its own work, as package sandbox does.
@@ -251,8 +251,7 @@ func hVerify(rs *runState, req []byte) answer {
 		return a
 	}
 	rs.charge(verifyFuel + int64(len(r.Message))>>hashShift)
-	valid := len(r.PublicKey) == ed25519.PublicKeySize && len(r.Signature) == ed25519.SignatureSize &&
-		ed25519.Verify(ed25519.PublicKey(r.PublicKey), r.Message, r.Signature)
+	valid := span.VerifyEd25519(r.PublicKey, r.Message, r.Signature)
 	return okValue(valid)
 }
 
