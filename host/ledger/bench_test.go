@@ -276,8 +276,8 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 		rawMany := rawInsertMany("seed.universal_registry", size)
 		var ours, seed time.Duration
 		var n int
-		for round := 0; round < 4; round++ {
-			const per = 8 // batches per writer and round
+		for round := 0; round < 9; round++ {
+			const per = 8 // batches per writer and round (rounds are short: 8 of them, after a warm-up, hold its noise)
 			args := make([][]any, workers*per)
 			for j := range args {
 				for k := 0; k < size; k++ {
