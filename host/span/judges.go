@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 )
 
 // A policy span may declare what it judges in metadata.judges:
@@ -45,17 +45,9 @@ const (
 // them.
 var Bookkeeping = []string{"policy_cursor", "engine_cursor", "quota_counter"}
 
-// JudgesOf is the declaration in a policy's metadata: nil when it has none
+// judgesOf is the declaration in a policy's metadata: nil when it has none
 // (metadata absent, not an object, or without the key judges), else the
-// declaration, or a *FieldError naming what is wrong with it.
-func JudgesOf(metadata json.RawMessage) (*Judges, error) {
-	j, fe := judgesOf(metadata)
-	if fe != nil {
-		return nil, fe
-	}
-	return j, nil
-}
-
+// declaration, or the field at fault.
 func judgesOf(metadata json.RawMessage) (*Judges, *FieldError) {
 	t := bytes.TrimSpace(metadata)
 	if len(t) == 0 || t[0] != '{' {
@@ -79,7 +71,7 @@ func ParseJudges(raw json.RawMessage) (*Judges, *FieldError) {
 	if fe != nil {
 		return nil, fe
 	}
-	for _, k := range sortedKeys(obj) {
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
 		if k != "entity_types" && k != "where" {
 			return nil, fieldErr(at+"."+k, "is not part of a declaration (want entity_types and, optionally, where)")
 		}
@@ -113,7 +105,7 @@ func ParseJudges(raw json.RawMessage) (*Judges, *FieldError) {
 			return nil, fieldErr(at+".where", "must name at least one field (or be left out)")
 		}
 		j.Where = map[string][]string{}
-		for _, k := range sortedKeys(where) {
+		for _, k := range slices.Sorted(maps.Keys(where)) {
 			f := at + ".where." + k
 			if !slices.Contains(JudgeFields, k) {
 				return nil, fieldErr(f, "is not a field a declaration filters on (want one of %v)", JudgeFields)
@@ -175,15 +167,6 @@ func stringList(field string, raw json.RawMessage, limit int) ([]string, *FieldE
 		}
 	}
 	return out, nil
-}
-
-func sortedKeys(m map[string]json.RawMessage) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Admits tells whether a span of entityType whose status is status may be
