@@ -329,26 +329,10 @@ func TestJudgedSelectionIsAnIndexRange(t *testing.T) {
 		  WHERE s.wanted AND u.id = s.id AND u.seq = s.seq) r ON true
 		ORDER BY s.tx_id, s.ord`).Scan(&plan))
 	var conds []string
-	var walk func(any)
-	walk = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			if v["Index Name"] == "ur_idx_tenant_entity" {
-				c, _ := v["Index Cond"].(string)
-				conds = append(conds, c)
-			}
-			for _, c := range v {
-				walk(c)
-			}
-		case []any:
-			for _, c := range v {
-				walk(c)
-			}
-		}
+	for _, n := range indexScans(t, plan, "ur_idx_tenant_entity") {
+		c, _ := n["Index Cond"].(string)
+		conds = append(conds, c)
 	}
-	var doc any
-	require.NoError(t, json.Unmarshal([]byte(plan), &doc))
-	walk(doc)
 	require.Len(t, conds, 2, plan)
 	for _, c := range conds {
 		for _, col := range []string{"tenant_id", "entity_type", "ROW(tx_id, ord)", "pg_snapshot_xmin"} {

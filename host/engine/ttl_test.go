@@ -298,12 +298,22 @@ func TestTTLWindowIsAnIndexRange(t *testing.T) {
 		  ORDER BY expires_at, id LIMIT 50) x
 		JOIN ledger.universal_registry ON id = head_id AND seq = head_seq
 		ORDER BY expires_at, id`).Scan(&plan))
+	nodes := indexScans(t, plan, "heads_ttl_expiry")
+	require.Len(t, nodes, 1, plan)
+	cond, _ := nodes[0]["Index Cond"].(string)
+	require.True(t, strings.Contains(cond, "expires_at") && strings.Contains(cond, "tenant_id"), "index condition %q\n%s", cond, plan)
+}
+
+// indexScans is every node of an EXPLAIN (FORMAT JSON) plan that scans the
+// index named index.
+func indexScans(t *testing.T, plan, index string) []map[string]any {
+	t.Helper()
 	var nodes []map[string]any
 	var walk func(any)
 	walk = func(v any) {
 		switch v := v.(type) {
 		case map[string]any:
-			if v["Index Name"] == "heads_ttl_expiry" {
+			if v["Index Name"] == index {
 				nodes = append(nodes, v)
 			}
 			for _, c := range v {
@@ -318,7 +328,5 @@ func TestTTLWindowIsAnIndexRange(t *testing.T) {
 	var doc any
 	require.NoError(t, json.Unmarshal([]byte(plan), &doc))
 	walk(doc)
-	require.Len(t, nodes, 1, plan)
-	cond, _ := nodes[0]["Index Cond"].(string)
-	require.True(t, strings.Contains(cond, "expires_at") && strings.Contains(cond, "tenant_id"), "index condition %q\n%s", cond, plan)
+	return nodes
 }
