@@ -308,12 +308,7 @@ func TestJudgedSelectionIsAnIndexRange(t *testing.T) {
 	ctx := context.Background()
 	_, err := w.l.Pool().Exec(ctx, `ANALYZE ledger.universal_registry`)
 	require.NoError(t, err)
-	tx, err := w.l.Pool().Begin(ctx)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx)
-	_, err = tx.Exec(ctx, `SELECT set_config('enable_seqscan', 'off', true), set_config('role', $1, true),
-		set_config('app.tenant_id', 'acme', true), set_config('app.user_id', 'edge:stage0', true), set_config('app.kind', 'service', true)`, ledger.GuestRole)
-	require.NoError(t, err)
+	tx := kernelTx(t, w)
 	rng := func(kind string) string {
 		return `(SELECT id, seq, entity_type, tx_id, ord, coalesce('["complete"]'::jsonb ? status, false) AS wanted FROM ledger.universal_registry
 		  WHERE tenant_id = 'acme' AND entity_type = '` + kind + `' AND (tx_id, ord) > ('0'::xid8, '0'::bigint)

@@ -282,12 +282,7 @@ func TestTTLWindowIsAnIndexRange(t *testing.T) {
 		w.ttlBlock(t, float64(i+1), 0)
 	}
 	ctx := context.Background()
-	tx, err := w.l.Pool().Begin(ctx)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx)
-	_, err = tx.Exec(ctx, `SELECT set_config('enable_seqscan', 'off', true), set_config('role', $1, true),
-		set_config('app.tenant_id', 'acme', true), set_config('app.user_id', 'edge:stage0', true), set_config('app.kind', 'service', true)`, ledger.GuestRole)
-	require.NoError(t, err)
+	tx := kernelTx(t, w)
 	var plan string
 	require.NoError(t, tx.QueryRow(ctx, `EXPLAIN (FORMAT JSON) SELECT id, seq, entity_type, metadata ? 'ttl_minutes' AS has_ttl, ord,
 			tx_id::text AS cursor_tx, to_char(timezone('UTC', expires_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS expiry
@@ -329,4 +324,19 @@ func indexScans(t *testing.T, plan, index string) []map[string]any {
 	require.NoError(t, json.Unmarshal([]byte(plan), &doc))
 	walk(doc)
 	return nodes
+}
+
+// kernelTx is a transaction as the kernels' SQL runs for tenant acme (the
+// guest role, a service of acme), with sequential scans off so that a plan
+// shows whether an index can serve the query; rolled back at the test's end.
+func kernelTx(t *testing.T, w *world) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := w.l.Pool().Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	_, err = tx.Exec(ctx, `SELECT set_config('enable_seqscan', 'off', true), set_config('role', $1, true),
+		set_config('app.tenant_id', 'acme', true), set_config('app.user_id', 'edge:stage0', true), set_config('app.kind', 'service', true)`, ledger.GuestRole)
+	require.NoError(t, err)
+	return tx
 }
