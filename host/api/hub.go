@@ -42,11 +42,14 @@ type hub struct {
 	log *slog.Logger
 
 	wake chan struct{} // a notice arrived; buffered 1, so notices coalesce
-	done chan struct{} // closed at shutdown: every stream and wait ends
+	// ctx ends at shutdown (close): every stream and wait ends; done is
+	// its Done channel.
+	ctx  context.Context
+	stop context.CancelFunc
+	done <-chan struct{}
 
-	mu        sync.Mutex
-	groups    map[ledger.Principal]*group
-	closeOnce sync.Once
+	mu     sync.Mutex
+	groups map[ledger.Principal]*group
 }
 
 type group struct {
@@ -72,7 +75,8 @@ const (
 )
 
 func newHub(l *ledger.Ledger, m *metrics, log *slog.Logger) *hub {
-	return &hub{l: l, m: m, log: log, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	ctx, stop := context.WithCancel(context.Background())
+	return &hub{l: l, m: m, log: log, wake: make(chan struct{}, 1), ctx: ctx, stop: stop, done: ctx.Done(),
 		groups: map[ledger.Principal]*group{}}
 }
 
@@ -84,7 +88,7 @@ func (h *hub) poke() {
 	}
 }
 
-func (h *hub) close() { h.closeOnce.Do(func() { close(h.done) }) }
+func (h *hub) close() { h.stop() }
 
 // run fetches for every group after each notice until ctx ends.
 func (h *hub) run(ctx context.Context) {

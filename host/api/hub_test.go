@@ -12,7 +12,7 @@ import (
 )
 
 func testSubscriber() *subscriber {
-	return &subscriber{limit: 1 << 20, signal: make(chan struct{}, 1), gone: make(chan struct{}), kill: func() {}}
+	return &subscriber{limit: 1 << 20, signal: make(chan struct{}, 1), kill: func() {}}
 }
 
 func names(evs []*event) []string {

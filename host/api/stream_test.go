@@ -474,9 +474,9 @@ func TestSubscriberDropRule(t *testing.T) {
 	require.True(t, isDropped(s), "taken but not written is still unread")
 	require.True(t, *killed, "the write in progress is cut")
 	select {
-	case <-s.gone:
+	case <-s.signal:
 	default:
-		t.Fatal("gone is not closed")
+		t.Fatal("the writer is not woken to find it dropped")
 	}
 
 	s, _ = newSub()
