@@ -61,7 +61,8 @@ type Config struct {
 	// that finds it caught up is let through whole. Default 16 MiB.
 	StreamBuffer int
 	// StreamWriteTimeout bounds one write to an SSE client: a client that
-	// takes nothing for that long is dropped as slow. Default 60s.
+	// takes nothing for that long (at least 3/4 of it: the deadline moves
+	// once per quarter) is dropped as slow. Default 60s.
 	StreamWriteTimeout time.Duration
 	// ShutdownTimeout bounds how long Serve waits for requests in flight
 	// once its context ends. Default 10s.
