@@ -38,6 +38,18 @@ function derivedId(crypto, ...parts) {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
+// derivedIdNear is derivedId(...parts) laid out after anchor when that is a
+// UUIDv7 (as the ledger makes ids): anchor's 48-bit timestamp first, so the
+// ids of recent work sort near each other and their index entries land on
+// the few hot pages at the keys' right edge. A random id lands on a cold
+// page of the primary key and of heads' once they outgrow the server's
+// buffers: at 10M spans that cost the engine 15% of its rate (issue 15).
+// Still a pure function of its inputs, so exactly-once holds as before.
+function derivedIdNear(crypto, anchor, ...parts) {
+  const id = derivedId(crypto, ...parts);
+  return anchor[14] === '7' && anchor[8] === '-' && anchor.length === 36 ? anchor.slice(0, 13) + id.slice(13) : id;
+}
+
 // latestOf returns the latest version of each id (visible to the kernel),
 // without its code. Each id is one backward step of the primary key (id,
 // seq): a counter or cursor gains a version every pass, and reading all of
@@ -232,13 +244,14 @@ async function runRequests(ctx, reqs, lane, exclusive) {
     const input = r.input !== undefined && r.input !== null ? r.input : fn.input;
     runs.push({ r, fn, base, forced, input: input === undefined ? null : input });
   }
-  // Each run's execution id is derived from its request; a request with
+  // Each run's execution id is derived from its request (and sorts next
+  // to it: derivedIdNear); a request with
   // no trace (and a function with none) is traced under that id, which
   // costs nothing to make (crypto.randomUUID was a tenth of a request's
   // fuel) and is the same on any engine. The hot loop writes its spans as
   // literals: every object and call is fuel, per request.
   for (const x of runs) {
-    x.execId = derivedId(crypto, 'execution', x.r.id);
+    x.execId = derivedIdNear(crypto, x.r.id, 'execution', x.r.id);
     x.trace = x.r.trace_id || x.fn.trace_id || x.execId;
   }
   const results = runs.length ? await exec(runs.map((x) => ({ span_id: x.fn.id, input: x.input, trace_id: x.trace }))) : [];
