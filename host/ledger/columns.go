@@ -34,12 +34,12 @@ var (
 		` FROM unnest(` + arrayPlaceholders(len(spanCols)) + `) AS u(` + unnestNames(len(spanCols)) + `)`
 )
 
-// numSpanCols is len(spanCols); colRelatedTo is related_to's position.
-const numSpanCols, colRelatedTo = 29, 8
+// numSpanCols is len(spanCols) (textArgs returns an array, not a slice).
+const numSpanCols = 29
 
 func init() {
-	if len(spanCols) != numSpanCols || spanCols[colRelatedTo] != "related_to" {
-		panic("ledger: numSpanCols or colRelatedTo does not match spanCols")
+	if len(spanCols) != numSpanCols {
+		panic("ledger: numSpanCols does not match spanCols")
 	}
 }
 
@@ -78,12 +78,12 @@ func unnestNames(n int) string {
 func columnArrays(spans []span.Span) []any {
 	cols := make([]textColumn, len(spanCols))
 	for c := range cols {
-		cols[c] = textColumn{v: make([]textElem, len(spans)), null: make([]bool, len(spans))}
+		cols[c] = make(textColumn, len(spans))
 	}
 	for i := range spans {
-		v, null := textArgs(&spans[i])
+		v := textArgs(&spans[i])
 		for c := range cols {
-			cols[c].v[i], cols[c].null[i] = textElem(v[c]), null[c]
+			cols[c][i] = textElem(v[c])
 		}
 	}
 	out := make([]any, len(cols))
@@ -93,25 +93,22 @@ func columnArrays(spans []span.Span) []any {
 	return out
 }
 
-// textColumn is one text[] parameter of insertSpans. It is a
-// pgtype.ArrayGetter whose elements pgx encodes without reflection or
-// copies: a plain []*string went through pgx's reflection wrapper element
-// by element, ~5% of a 100-span Append's CPU (issue 15).
-type textColumn struct {
-	v    []textElem
-	null []bool
-}
+// textColumn is one text[] parameter of insertSpans ("" is NULL, as in
+// textArgs). It is a pgtype.ArrayGetter whose elements pgx encodes without
+// reflection or copies: a plain []*string went through pgx's reflection
+// wrapper element by element, ~5% of a 100-span Append's CPU (issue 15).
+type textColumn []textElem
 
 func (c textColumn) Dimensions() []pgtype.ArrayDimension {
-	return []pgtype.ArrayDimension{{Length: int32(len(c.v)), LowerBound: 1}}
+	return []pgtype.ArrayDimension{{Length: int32(len(c)), LowerBound: 1}}
 }
 
 // Index is a pointer into the column, so boxing it allocates nothing.
 func (c textColumn) Index(i int) any {
-	if c.null[i] {
+	if c[i] == "" {
 		return nil
 	}
-	return &c.v[i]
+	return &c[i]
 }
 
 func (c textColumn) IndexType() any { return new(textElem) }
@@ -137,8 +134,9 @@ func placeholders(n int) string {
 }
 
 // textArgs lists s's values in spanCols order in Postgres text format;
-// absent optional fields are NULL (null[c]).
-func textArgs(s *span.Span) (v [numSpanCols]string, null [numSpanCols]bool) {
+// "" is NULL (an absent optional field: no column's text form is empty
+// otherwise — an empty related_to list is '{}').
+func textArgs(s *span.Span) [numSpanCols]string {
 	related := ""
 	if s.RelatedTo != nil {
 		related = "{" + strings.Join(s.RelatedTo, ",") + "}"
@@ -151,28 +149,21 @@ func textArgs(s *span.Span) (v [numSpanCols]string, null [numSpanCols]bool) {
 	if s.IsDeleted {
 		deleted = "t"
 	}
-	v = [numSpanCols]string{
+	return [numSpanCols]string{
 		s.ID, strconv.Itoa(int(s.Seq)), s.EntityType, s.Who, s.Did, s.This,
 		s.At, s.ParentID, related, s.OwnerID, s.TenantID, s.Visibility, s.Status,
 		deleted, s.Name, s.Description, s.Code, s.Language, s.Runtime, string(s.Input), string(s.Output),
 		string(s.Error), dur, s.TraceID, s.PrevHash, s.CurrHash, s.Signature, s.PublicKey, string(s.Metadata),
 	}
-	// "" (absent) is NULL, except where the field is set but empty: an
-	// empty related_to list is '{}', and jsonb fields are NULL when nil.
-	for c := range v {
-		null[c] = v[c] == ""
-	}
-	null[colRelatedTo] = s.RelatedTo == nil
-	return v, null
 }
 
 // textParams is textArgs for pgx: text-format values (nil for NULL) that
 // Postgres parses by the columns' types, as in the pipelined path.
 func textParams(s *span.Span) []any {
-	v, null := textArgs(s)
+	v := textArgs(s)
 	out := make([]any, len(v))
 	for i := range v {
-		if !null[i] {
+		if v[i] != "" {
 			out[i] = v[i]
 		}
 	}
