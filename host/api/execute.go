@@ -261,7 +261,7 @@ func (s *Server) execute(c echo.Context) error {
 		s.outcome(ctx, w, &out)
 		return writeJSON(c, http.StatusOK, mimeJSON, out)
 	case <-t.C:
-	case <-s.hub.done:
+	case <-s.hub.ctx.Done():
 	case <-ctx.Done():
 		return nil
 	}

@@ -42,11 +42,9 @@ type hub struct {
 	log *slog.Logger
 
 	wake chan struct{} // a notice arrived; buffered 1, so notices coalesce
-	// ctx ends at shutdown (close): every stream and wait ends; done is
-	// its Done channel.
+	// ctx ends at shutdown (close): every stream and wait ends.
 	ctx  context.Context
 	stop context.CancelFunc
-	done <-chan struct{}
 
 	mu     sync.Mutex
 	groups map[ledger.Principal]*group
@@ -76,7 +74,7 @@ const (
 
 func newHub(l *ledger.Ledger, m *metrics, log *slog.Logger) *hub {
 	ctx, stop := context.WithCancel(context.Background())
-	return &hub{l: l, m: m, log: log, wake: make(chan struct{}, 1), ctx: ctx, stop: stop, done: ctx.Done(),
+	return &hub{l: l, m: m, log: log, wake: make(chan struct{}, 1), ctx: ctx, stop: stop,
 		groups: map[ledger.Principal]*group{}}
 }
 
@@ -96,7 +94,7 @@ func (h *hub) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-h.done:
+		case <-h.ctx.Done():
 			return
 		case <-h.wake:
 		}

@@ -233,7 +233,7 @@ func (s *Server) runPrompt(c echo.Context) error {
 		out.Request, out.PromptRun = closing, s.promptRunOf(ctx, p, closing)
 		return writeJSON(c, http.StatusOK, mimeJSON, out)
 	case <-t.C:
-	case <-s.hub.done:
+	case <-s.hub.ctx.Done():
 	case <-ctx.Done():
 		return nil
 	}
